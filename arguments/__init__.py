@@ -1,0 +1,203 @@
+"""Command-line parameter groups.
+
+Same mechanism and flags as the original 3DGS code: every attribute of a ``ParamGroup``
+subclass becomes a flag, a leading underscore adds a one-letter short flag, a ``bool``
+default becomes ``store_true``, a list default becomes ``nargs="*"``. ``extract(args)``
+returns a plain namespace holding only that group's values.
+
+Upstream groups (``ModelParams``, ``PipelineParams``, ``OptimizationParams``) keep the
+3DGS names and defaults. Everything this project adds lives in new groups, so that an
+upstream command line means exactly what it meant upstream.
+
+``cfg_args`` keeps the upstream format (``str(Namespace(...))``) but is parsed with
+``ast`` instead of ``eval``.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import sys
+from argparse import ArgumentParser, Namespace
+from typing import Any, ClassVar
+
+
+class GroupParams:
+    """A bag of attributes extracted from the parsed arguments."""
+
+    def __repr__(self) -> str:
+        return f"GroupParams({vars(self)})"
+
+
+class ParamGroup:
+    """Turns attributes into argparse flags.
+
+    Subclasses may define ``_help`` (flag name -> help text) and ``_choices``
+    (flag name -> allowed values) as class attributes.
+    """
+
+    _help: ClassVar[dict[str, str]] = {}
+    _choices: ClassVar[dict[str, list]] = {}
+
+    def __init__(self, parser: ArgumentParser, name: str, fill_none: bool = False):
+        group = parser.add_argument_group(name)
+        for key, value in vars(self).items():
+            shorthand = key.startswith("_")
+            key = key.lstrip("_")
+            flags = [f"--{key}"] + ([f"-{key[0:1]}"] if shorthand else [])
+            kwargs: dict[str, Any] = {"default": None if fill_none else value}
+            kwargs["help"] = self._help.get(key)
+            if key in self._choices:
+                kwargs["choices"] = self._choices[key]
+            if isinstance(value, bool):
+                kwargs["action"] = "store_true"
+            elif isinstance(value, list):
+                kwargs["nargs"] = "*"
+                kwargs["type"] = type(value[0]) if value else str
+            else:
+                kwargs["type"] = type(value)
+            group.add_argument(*flags, **kwargs)
+
+    def extract(self, args: Namespace) -> GroupParams:
+        group = GroupParams()
+        for key, value in vars(args).items():
+            if key in vars(self) or ("_" + key) in vars(self):
+                setattr(group, key, value)
+        return group
+
+
+class ModelParams(ParamGroup):
+    _help = {
+        "sh_degree": "maximum spherical-harmonics degree",
+        "source_path": "scene folder (COLMAP, Blender/NeRF transforms, LLFF poses_bounds.npy "
+        "or IDR cameras.npz)",
+        "model_path": "output folder (default ./output/<random id>)",
+        "images": "image subfolder of the scene",
+        "resolution": "1, 2, 4 or 8: downscale factor (uses images_N/ when present); "
+        "another value: target width; -1: shrink to 1.6K width if wider",
+        "white_background": "composite RGBA images and renders on white instead of black",
+        "data_device": "where the ground-truth images live (cuda or cpu)",
+        "eval": "hold out every 8th image (3DGS split) when --n_views is not given",
+    }
+
+    def __init__(self, parser: ArgumentParser, sentinel: bool = False):
+        self.sh_degree = 3
+        self._source_path = ""
+        self._model_path = ""
+        self._images = "images"
+        self._resolution = -1
+        self._white_background = False
+        self.data_device = "cuda"
+        self.eval = False
+        super().__init__(parser, "Loading Parameters", sentinel)
+
+    def extract(self, args: Namespace) -> GroupParams:
+        g = super().extract(args)
+        g.source_path = os.path.abspath(g.source_path) if g.source_path else g.source_path
+        return g
+
+
+class PipelineParams(ParamGroup):
+    _help = {
+        "convert_SHs_python": "evaluate spherical harmonics in PyTorch instead of the "
+        "backend's kernel",
+        "compute_cov3D_python": "build 3D covariances in PyTorch instead of the backend's kernel",
+        "debug": "check render inputs for NaN/Inf before every rasterization",
+        "antialiasing": "Mip-Splatting 2D opacity compensation (antialiased rasterization)",
+    }
+
+    def __init__(self, parser: ArgumentParser):
+        self.convert_SHs_python = False
+        self.compute_cov3D_python = False
+        self.debug = False
+        self.antialiasing = False
+        super().__init__(parser, "Pipeline Parameters")
+
+
+class OptimizationParams(ParamGroup):
+    def __init__(self, parser: ArgumentParser):
+        self.iterations = 30_000
+        self.position_lr_init = 0.00016
+        self.position_lr_final = 0.0000016
+        self.position_lr_delay_mult = 0.01
+        self.position_lr_max_steps = 30_000
+        self.feature_lr = 0.0025
+        self.opacity_lr = 0.025
+        self.scaling_lr = 0.005
+        self.rotation_lr = 0.001
+        self.percent_dense = 0.01
+        self.lambda_dssim = 0.2
+        self.densification_interval = 100
+        self.opacity_reset_interval = 3000
+        self.densify_from_iter = 500
+        self.densify_until_iter = 15_000
+        self.densify_grad_threshold = 0.0002
+        self.random_background = False
+        super().__init__(parser, "Optimization Parameters")
+
+
+class SparseViewParams(ParamGroup):
+    """Sparse-view protocol: which views train, which test, how the Gaussians start."""
+
+    _help = {
+        "n_views": "number of training views (0: all non-test views, 3DGS --eval behaviour)",
+        "split_protocol": "llff/mip360: test = every 8th image sorted by name, train = "
+        "round(linspace) over the rest; dtu: the pixelNeRF view ids; custom: the scene's "
+        "split.json or --train_views",
+        "train_views": "explicit training image names (implies --split_protocol custom)",
+        "random_init": "start from N random points in the cameras' bounding volume instead "
+        "of the scene's points (0: off)",
+    }
+    _choices = {"split_protocol": ["llff", "dtu", "mip360", "custom"]}
+
+    def __init__(self, parser: ArgumentParser, sentinel: bool = False):
+        self.n_views = 0
+        self.split_protocol = "llff"
+        self.train_views: list[str] = []
+        self.random_init = 0
+        super().__init__(parser, "Sparse-view Parameters", sentinel)
+
+
+class BackendParams(ParamGroup):
+    """Which rasterizer runs the splatting."""
+
+    _help = {
+        "backend": "auto: gsplat on CUDA, torch otherwise; gsplat: CUDA package; torch: pure "
+        "PyTorch (CPU or GPU)",
+    }
+    _choices = {"backend": ["auto", "gsplat", "torch"]}
+
+    def __init__(self, parser: ArgumentParser, sentinel: bool = False):
+        self.backend = "auto"
+        super().__init__(parser, "Backend Parameters", sentinel)
+
+
+def parse_cfg_args(text: str) -> Namespace:
+    """Parse a ``cfg_args`` file (``str(Namespace(...))``) without ``eval``."""
+    node = ast.parse(text.strip(), mode="eval").body
+    if not (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Namespace"):
+        raise ValueError("cfg_args does not hold a Namespace(...) expression")
+    return Namespace(**{kw.arg: ast.literal_eval(kw.value) for kw in node.keywords})
+
+
+def get_combined_args(parser: ArgumentParser, argv: list[str] | None = None) -> Namespace:
+    """Command-line values on top of the ones stored in ``<model_path>/cfg_args``.
+
+    Groups built with ``sentinel=True`` default to ``None``, so a flag given on the command
+    line can be told apart from a default and wins over the stored value.
+    """
+    cmdline = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    stored = Namespace()
+    cfg_path = os.path.join(cmdline.model_path or "", "cfg_args")
+    try:
+        with open(cfg_path) as f:
+            print(f"Looking for config file in {cfg_path}")
+            stored = parse_cfg_args(f.read())
+            print(f"Config file found: {cfg_path}")
+    except FileNotFoundError:
+        print(f"Config file not found at {cfg_path}")
+    merged = vars(stored).copy()
+    for key, value in vars(cmdline).items():
+        if value is not None:
+            merged[key] = value
+    return Namespace(**merged)
