@@ -1,0 +1,39 @@
+"""Shared pytest fixtures.
+
+Real scenes live in ../shared/data next to the checkout (or wherever SEGSPLAT_DATA points).
+Users and some CI machines do not have them: tests that need them skip cleanly.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+SHARED_DATA = Path(os.environ.get("SEGSPLAT_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The folder of real test scenes; skips the test when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data not found at {SHARED_DATA} (set SEGSPLAT_DATA)")
+    return SHARED_DATA
+
+
+def require_scene(name: str) -> Path:
+    """Path of one real scene under the shared data folder, or skip."""
+    path = SHARED_DATA / name
+    if not path.is_dir():
+        pytest.skip(f"real scene {name} not found under {SHARED_DATA}")
+    return path
+
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
