@@ -207,7 +207,7 @@ def save_split(split: dict, path: str) -> str:
 
 def load_split(path: str) -> dict:
     """Read a split.json (``path`` is the file or its folder) and check its shape."""
-    if os.path.isdir(path):
+    if os.path.isdir(path) or not path.endswith(".json"):
         path = os.path.join(path, "split.json")
     try:
         with open(path) as f:
