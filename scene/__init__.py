@@ -161,6 +161,7 @@ class Scene:
             white_background=white,
             device=self.device,
             load_images=load_images,
+            printed=set(),
         )
         self.train_cameras: list[Camera] = build_cameras(
             self.train_infos, desc="Loading training images", **common

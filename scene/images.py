@@ -94,8 +94,8 @@ def plan_image(cam: CameraInfo, source: str, images: str, resolution: int) -> Im
         )
     elif resolution == -1 and cam.width > MAX_WIDTH:
         notice = (
-            f"[images] images wider than {MAX_WIDTH} px (e.g. {cam.width}x{cam.height}) are "
-            f"shrunk to {MAX_WIDTH} px wide; pass -r 1 to keep them"
+            f"[images] images wider than {MAX_WIDTH} px are shrunk to {MAX_WIDTH} px wide "
+            "(3DGS -r -1); pass -r 1 to keep them"
         )
     sx, sy = size[0] / file_size[0], size[1] / file_size[1]
     fx, fy, cx, cy = K_file
@@ -189,6 +189,7 @@ def build_cameras(
     load_images: bool = True,
     workers: int | None = None,
     desc: str = "Loading images",
+    printed: set[str] | None = None,
 ) -> list[Camera]:
     """``Camera`` objects at the training resolution, images loaded in a thread pool.
 
@@ -200,10 +201,16 @@ def build_cameras(
         device: where images and matrices live.
         load_images: False gives render-only cameras (no ground truth, no masks).
         workers: threads (default: up to 8).
+        printed: notices already printed (shared between calls, so that each is said once).
+
+    ``Camera.uid`` is the camera's index in the returned list (as in 3DGS's loadCam).
     """
     plans = [plan_image(c, source, images, resolution) for c in cams]
+    printed = set() if printed is None else printed
     for note in dict.fromkeys(p.notice for p in plans if p.notice):
-        print(note)
+        if note not in printed:
+            printed.add(note)
+            print(note)
     bg = (1.0, 1.0, 1.0) if white_background else (0.0, 0.0, 0.0)
 
     def work(i: int):
@@ -224,16 +231,16 @@ def build_cameras(
                 for f in futures:
                     f.cancel()
                 raise
+
+    def move(t):
+        return None if t is None else t.to(device)
+
     out = []
     for i, (c, p) in enumerate(zip(cams, plans)):
         image, alpha, mask = loaded[i]
-
-        def move(t):
-            return None if t is None else t.to(device)
-
         out.append(
             Camera(
-                uid=c.uid,
+                uid=i,
                 image_name=c.image_name,
                 R=c.R,
                 T=c.T,

@@ -37,25 +37,35 @@ def nerfpp_radius(cams: list[CameraInfo]) -> float:
     return 1.1 * float(np.linalg.norm(C - C.mean(0), axis=1).max())
 
 
-def _project(cams: list[CameraInfo], X: np.ndarray):
-    """Pixel coordinates [K, M, 2] and depths [K, M] of world points X [M, 3]."""
-    R = np.stack([c.R for c in cams])  # [K, 3, 3] c2w
-    T = np.stack([c.T for c in cams])  # [K, 3]
-    Xc = np.einsum("kji,mj->kmi", R, X) + T[:, None]  # R.T @ x + T
-    z = Xc[..., 2]
+def _project(c: CameraInfo, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel coordinates [M, 2] and depths [M] of world points X [M, 3] in camera c."""
+    Xc = X @ c.R + c.T  # R is camera-to-world: x_cam = R.T @ x + T
+    z = Xc[:, 2]
     zs = np.where(np.abs(z) < 1e-12, 1e-12, z)
-    f = np.array([[c.fx, c.fy] for c in cams])[:, None]
-    pp = np.array([[c.cx, c.cy] for c in cams])[:, None]
-    return Xc[..., :2] / zs[..., None] * f + pp, z
+    return Xc[:, :2] / zs[:, None] * (c.fx, c.fy) + (c.cx, c.cy), z
+
+
+def _visible(c: CameraInfo, X: np.ndarray, near: float, far: float) -> np.ndarray:
+    """[M] bool: X inside camera c's frustum between depths near and far."""
+    uv, z = _project(c, X)
+    return (
+        (z >= near)
+        & (z <= far)
+        & (uv[:, 0] >= 0)
+        & (uv[:, 0] <= c.width)
+        & (uv[:, 1] >= 0)
+        & (uv[:, 1] <= c.height)
+    )
 
 
 def _inside(cams: list[CameraInfo], X: np.ndarray, near: np.ndarray, far: np.ndarray):
-    """[M] bool: X inside at least one camera's frustum between its near and far depth."""
-    uv, z = _project(cams, X)
-    wh = np.array([[c.width, c.height] for c in cams])[:, None]
-    ok = (z >= near[:, None]) & (z <= far[:, None])
-    ok &= (uv >= 0).all(-1) & (uv <= wh).all(-1)
-    return ok.any(0)
+    """[M] bool: X inside at least one camera's frustum between its near and far depth.
+
+    One camera at a time, so memory stays O(M) for any number of cameras."""
+    ok = np.zeros(len(X), dtype=bool)
+    for c, a, b in zip(cams, near, far):
+        ok |= _visible(c, X, a, b)
+    return ok
 
 
 def frustum_corners(c: CameraInfo, near: float, far: float) -> np.ndarray:
@@ -74,15 +84,17 @@ def depth_bounds_from_points(
     if points is None or len(points) == 0:
         return None
     sub = points if len(points) <= 200_000 else points[:: len(points) // 200_000 + 1]
-    uv, z = _project(cams, sub)
-    wh = np.array([[c.width, c.height] for c in cams])[:, None]
-    vis = (z > 0) & (uv >= 0).all(-1) & (uv <= wh).all(-1)
-    near, far = np.zeros(len(cams)), np.zeros(len(cams))
-    ok = vis.sum(1) >= 10
-    if not ok.any():
+    depths = []
+    for c in cams:
+        _, z = _project(c, sub)
+        depths.append(z[_visible(c, sub, 1e-9, np.inf)])
+    counts = np.array([len(d) for d in depths])
+    if not (counts >= 10).any():
         return None
-    for k in range(len(cams)):
-        d = z[k][vis[k]] if ok[k] else z[vis]  # too few points: all cameras' depths
+    everyone = np.concatenate(depths)
+    near, far = np.zeros(len(cams)), np.zeros(len(cams))
+    for k, d in enumerate(depths):
+        d = d if counts[k] >= 10 else everyone  # too few points: all cameras' depths
         near[k], far[k] = np.percentile(d, lo) * 0.9, np.percentile(d, hi) * 1.1
     return near, far
 

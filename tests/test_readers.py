@@ -74,6 +74,21 @@ def test_colmap_distorted_model_is_refused(tmp_path):
         read_scene(str(tmp_path))
 
 
+def test_colmap_unknown_model_name(tmp_path):
+    make_colmap_scene(str(tmp_path), ext=".txt")
+    p = tmp_path / "sparse" / "0" / "cameras.txt"
+    p.write_text(p.read_text().replace(" PINHOLE ", " WEIRD_MODEL "))
+    with pytest.raises(SceneError, match=r"cameras\.txt: unknown camera model WEIRD_MODEL"):
+        read_scene(str(tmp_path))
+
+
+def test_colmap_unregistered_images_noted(tmp_path, capsys):
+    make_colmap_scene(str(tmp_path))
+    write_image(str(tmp_path / "images" / "zz_extra.png"), 32, 24)
+    assert len(read_scene(str(tmp_path)).cameras) == 10
+    assert "1 image(s) in" in capsys.readouterr().out
+
+
 def test_colmap_missing_image(tmp_path):
     make_colmap_scene(str(tmp_path))
     os.remove(tmp_path / "images" / "img_003.png")

@@ -109,8 +109,9 @@ def test_scene_resolution_and_images_n(tmp_path):
 
 
 def test_scene_shrinks_wide_images_with_one_notice(tmp_path, capsys):
-    make_colmap_scene(str(tmp_path), n=3, w=1700, h=20)
-    sc = Scene(dataset(tmp_path), None, load_images=False)
+    make_colmap_scene(str(tmp_path), n=10, w=1700, h=20)
+    sc = Scene(dataset(tmp_path, eval=True), None, load_images=False)
+    assert len(sc.test_cameras) == 2
     assert (sc.train_cameras[0].image_width, sc.train_cameras[0].image_height) == (1600, 18)
     assert capsys.readouterr().out.count("shrunk to 1600 px") == 1
 

@@ -128,6 +128,13 @@ def read_colmap(source: str, images: str = "images", model_dir: str | None = Non
         )
     if scaled_note:
         print(scaled_note)
+    on_disk = set(list_images(images_dir, ""))
+    extra = on_disk - {im.name for im in ims.values()}
+    if extra:
+        print(
+            f"[colmap] {len(extra)} image(s) in {images_dir} are not in the model "
+            f"(e.g. {sorted(extra)[0]}); they are not used"
+        )
     infos.sort(key=lambda c: c.image_name)
     for i, c in enumerate(infos):
         c.uid = i
