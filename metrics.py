@@ -27,6 +27,8 @@ import json
 import os
 import sys
 from argparse import ArgumentParser
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +88,27 @@ def list_views(method_dir: Path) -> tuple[list[str], bool]:
     if lacking:
         raise MetricsError(f"{gt / lacking[0]} not found ({len(lacking)} ground truths missing)")
     return names, (method_dir / "masks").is_dir()
+
+
+@contextmanager
+def ieee_fp32_convolutions() -> Iterator[None]:
+    """Full-precision cuDNN convolutions inside the block (PyTorch lets them use TF32,
+    whose 10-bit mantissa shifts SSIM and LPIPS in the 3rd-4th digit); restored after."""
+    cudnn = torch.backends.cudnn
+    if hasattr(cudnn, "conv") and hasattr(cudnn.conv, "fp32_precision"):  # torch >= 2.9 API
+        old = cudnn.conv.fp32_precision
+        cudnn.conv.fp32_precision = "ieee"
+        try:
+            yield
+        finally:
+            cudnn.conv.fp32_precision = old
+    else:
+        old = cudnn.allow_tf32
+        cudnn.allow_tf32 = False
+        try:
+            yield
+        finally:
+            cudnn.allow_tf32 = old
 
 
 @torch.no_grad()
@@ -187,9 +210,10 @@ def evaluate_model(
     per_view: dict[str, dict[str, dict[str, float]]] = {}
     for method in methods:
         print("Method:", method)
-        full[method], per_view[method] = evaluate_method(
-            split_dir / method, device, lpips_model, lpips_normalize
-        )
+        with ieee_fp32_convolutions():
+            full[method], per_view[method] = evaluate_method(
+                split_dir / method, device, lpips_model, lpips_normalize
+            )
         for key, value in full[method].items():
             # The 3DGS lines ("  SSIM : ...") exactly; masked ones in the same style.
             print(

@@ -14,8 +14,13 @@ import torch
 from utils.lpips import BACKBONE_FILES, HEAD_FILES, LPIPS
 
 
-def write_random_lpips_weights(net: str, folder: Path, seed: int = 0) -> LPIPS:
-    """Save random weights for ``net`` under their real file names; return the same model."""
+def write_random_lpips_weights(
+    net: str, folder: Path, seed: int = 0, legacy_format: bool = False
+) -> LPIPS:
+    """Save random weights for ``net`` under their real file names; return the same model.
+
+    ``legacy_format`` writes the pre-zip torch format, like the older checkpoints.
+    """
     torch.manual_seed(seed)
     model = LPIPS(net)
     for k in range(model.heads.n):
@@ -27,8 +32,11 @@ def write_random_lpips_weights(net: str, folder: Path, seed: int = 0) -> LPIPS:
     backbone["classifier.0.bias"] = torch.randn(8)
     heads = {f"lin{k}.model.1.weight": model.heads[k].model[1].weight.clone() for k in range(5)}
     folder.mkdir(parents=True, exist_ok=True)
-    torch.save(backbone, folder / BACKBONE_FILES[net].name)
-    torch.save(heads, folder / HEAD_FILES[net].name)
+    zip_format = not legacy_format
+    torch.save(
+        backbone, folder / BACKBONE_FILES[net].name, _use_new_zipfile_serialization=zip_format
+    )
+    torch.save(heads, folder / HEAD_FILES[net].name, _use_new_zipfile_serialization=zip_format)
     return model
 
 

@@ -7,6 +7,7 @@ import hashlib
 import http.server
 import threading
 import time
+import zipfile
 from functools import partial
 
 import pytest
@@ -72,9 +73,10 @@ def test_head_keys_match_lpips_files():
     } | {f"heads.{k}" for k in keys}
 
 
-@pytest.mark.parametrize("net", ["vgg", "alex"])
-def test_weights_load_through_real_path(net, tmp_path, offline):
-    ref = write_random_lpips_weights(net, tmp_path / "w", seed=3)
+@pytest.mark.parametrize("net,legacy", [("vgg", False), ("alex", True)])
+def test_weights_load_through_real_path(net, legacy, tmp_path, offline):
+    ref = write_random_lpips_weights(net, tmp_path / "w", seed=3, legacy_format=legacy)
+    assert zipfile.is_zipfile(tmp_path / "w" / BACKBONE_FILES[net].name) != legacy
     model = load_lpips(net, tmp_path / "w", download=False)
     assert [p.name for p in model.weight_files] == [BACKBONE_FILES[net].name, HEAD_FILES[net].name]
     x, y = _images(1, (2, 3, 40, 48))
@@ -201,3 +203,23 @@ def test_download_path(monkeypatch, tmp_path, http_server):
     x, y = _images(4, (1, 3, 96, 96))
     with torch.no_grad():
         assert torch.equal(model(x, y), ref(x, y))
+
+
+def test_formula_by_hand():
+    """LPIPS = sum over taps of the spatial mean of sum_c w_c (x_hat - y_hat)^2, where
+    x_hat are unit-normalised features of the scaled [-1, 1] input."""
+    torch.manual_seed(0)
+    model = LPIPS("alex")
+    x, y = _images(7, (1, 3, 80, 80))
+    shift = torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1)
+    scale = torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        fx = model.backbone(((2 * x - 1) - shift) / scale)
+        fy = model.backbone(((2 * y - 1) - shift) / scale)
+        expected = 0.0
+        for k, (a, b) in enumerate(zip(fx, fy)):
+            w = model.heads[k].model[1].weight.view(1, -1, 1, 1)
+            na = torch.nn.functional.normalize(a, dim=1)
+            nb = torch.nn.functional.normalize(b, dim=1)
+            expected += (w * (na - nb) ** 2).sum(1).mean().item()
+        assert abs(model(x, y).item() - expected) < 1e-5 * max(1.0, abs(expected))
