@@ -140,6 +140,7 @@ def test_download_fails_fast_offline(tmp_path, offline):
         load_lpips("alex", download=True, timeout=2.0)
     assert time.perf_counter() - t0 < 5
     assert "download failed" in str(info.value)
+    assert not (tmp_path / "xdg_cache").exists()  # nothing created on disk when offline
     assert "alexnet-owt-7be5be79.pth" in str(info.value) and "alex.pth" in str(info.value)
 
 

@@ -106,16 +106,18 @@ def download_weight_file(wf: WeightFile, dest_dir: Path, timeout: float = 10.0) 
     (``urllib.error.URLError`` included) when offline, ``LPIPSWeightsError`` when the
     file's SHA-256 does not start with the expected prefix.
     """
-    dest_dir.mkdir(parents=True, exist_ok=True)
     dest = dest_dir / wf.name
     tmp = dest_dir / f".{wf.name}.part-{os.getpid()}"
     sha = hashlib.sha256()
     try:
-        with urllib.request.urlopen(wf.url, timeout=timeout) as resp, open(tmp, "wb") as f:
-            # Printed once connected, so that an offline machine sees only the final notice.
+        with urllib.request.urlopen(wf.url, timeout=timeout) as resp:
+            # Only once connected: an offline machine sees the final notice and no new folder.
             print(f"[lpips] downloading {wf.url} -> {dest}")
+            dest_dir.mkdir(parents=True, exist_ok=True)
+            f = open(tmp, "wb")
             total = int(resp.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=wf.name, leave=False) as bar:
+            bar = tqdm(total=total, unit="B", unit_scale=True, desc=wf.name, leave=False)
+            with f, bar:
                 while chunk := resp.read(1 << 20):
                     f.write(chunk)
                     sha.update(chunk)
