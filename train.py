@@ -8,7 +8,6 @@ point_cloud/iteration_N/point_cloud.ply, chkpnt<N>.pth (when asked), TensorBoard
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import sys
@@ -36,7 +35,6 @@ from scene.errors import SceneError
 from utils.general_utils import pick_device, seed_everything
 from utils.image_utils import psnr
 from utils.loss_utils import fast_ssim, l1_loss
-
 
 # ----------------------------------------------------------------------------- setup
 

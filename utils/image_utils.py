@@ -1,4 +1,8 @@
-"""Image helpers: PSNR, saving, depth colourisation."""
+"""Image helpers: PSNR (plain and masked), compositing for masked metrics, saving, colour maps.
+
+Images are floats in [0, 1], ``[C, H, W]`` for one image or ``[B, C, H, W]`` for a batch.
+Masks are ``[1, H, W]`` / ``[B, 1, H, W]`` (or without the channel axis) with 1 = object.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,79 @@ import torch
 from PIL import Image
 
 
-def psnr(img1: torch.Tensor, img2: torch.Tensor) -> torch.Tensor:
-    """PSNR per image (3DGS convention): images [..., C, H, W] in [0, 1] -> [...]."""
-    mse = ((img1 - img2) ** 2).flatten(-3).mean(-1)
-    return 20 * torch.log10(1.0 / torch.sqrt(mse))
+def _batched(x: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """``x`` as ``[B, ...]`` plus whether it was a single ``[C, H, W]`` image."""
+    if x.dim() == 3:
+        return x[None], True
+    if x.dim() == 4:
+        return x, False
+    raise ValueError(f"expected an image [C,H,W] or a batch [B,C,H,W], got shape {tuple(x.shape)}")
+
+
+def _batched_mask(mask: torch.Tensor) -> torch.Tensor:
+    """A mask as ``[B, 1, H, W]`` floats."""
+    m = mask.float()
+    if m.dim() == 2:  # [H, W]
+        m = m[None, None]
+    elif m.dim() == 3:  # [1, H, W] for one image, or [B, H, W]
+        m = m[:, None]
+    if m.dim() != 4 or m.shape[1] != 1:
+        raise ValueError(f"expected a mask [H,W], [1,H,W] or [B,1,H,W], got {tuple(mask.shape)}")
+    return m
+
+
+def psnr(
+    img1: torch.Tensor,  # [B, C, H, W] or [C, H, W], values in [0, 1]
+    img2: torch.Tensor,  # same shape
+) -> torch.Tensor:  # [B], or [] for a single image
+    """Peak signal-to-noise ratio per image: ``20 log10(1 / sqrt(MSE))``.
+
+    The MSE runs over every channel and pixel of an image, as in 3DGS's metrics.py (which
+    feeds ``[1, 3, H, W]`` tensors). Identical images give ``inf``, as upstream.
+    Note: 3DGS's training report calls its psnr on ``[3, H, W]`` and so averages three
+    per-channel PSNRs; here a ``[C, H, W]`` tensor is always one image.
+    """
+    a, single = _batched(img1)
+    b, _ = _batched(img2)
+    mse = ((a - b) ** 2).flatten(1).mean(1)
+    out = 20 * torch.log10(1.0 / torch.sqrt(mse))
+    return out[0] if single else out
+
+
+def masked_psnr(
+    img1: torch.Tensor,  # [B, C, H, W] or [C, H, W]
+    img2: torch.Tensor,  # same shape
+    mask: torch.Tensor,  # [B, 1, H, W], [1, H, W] or [H, W]; 1 = pixel counts
+) -> torch.Tensor:  # [B], or [] for a single image
+    """PSNR over the mask's pixels only (DTU protocol of RegNeRF/FreeNeRF/DNGaussian).
+
+    MSE = sum over masked pixels and all channels of the squared error, divided by
+    (number of masked pixels x channels). An empty mask gives NaN: the caller decides what
+    to do with a view that has no object pixels.
+    """
+    a, single = _batched(img1)
+    b, _ = _batched(img2)
+    m = _batched_mask(mask).to(a.dtype)
+    sq = ((a - b) ** 2 * m).flatten(1).sum(1)
+    count = m.flatten(1).sum(1) * a.shape[1]
+    mse = sq / count  # 0/0 -> NaN for an empty mask
+    out = 20 * torch.log10(1.0 / torch.sqrt(mse))
+    return out[0] if single else out
+
+
+def composite_on_white(
+    img: torch.Tensor,  # [B, C, H, W] or [C, H, W]
+    mask: torch.Tensor,  # [B, 1, H, W], [1, H, W] or [H, W]; 1 = object
+) -> torch.Tensor:  # same shape as img
+    """``img * m + (1 - m)``: keeps the object and paints the background white.
+
+    DTU masked SSIM and LPIPS are computed on such composites of both render and ground
+    truth, so that background pixels contribute no error.
+    """
+    a, single = _batched(img)
+    m = _batched_mask(mask).to(a.dtype)
+    out = a * m + (1 - m)
+    return out[0] if single else out
 
 
 def to_uint8(img: torch.Tensor) -> np.ndarray:
