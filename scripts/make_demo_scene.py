@@ -640,10 +640,10 @@ def sample_sparse_points(
     """An SfM-like cloud: surface points seen by >= 2 training views.
 
     Candidates are pixel centres drawn uniformly in each training view (n_points spread
-    evenly) that see a surface; each is unprojected with its depth. A point is visible in a
-    training view when it projects inside the image and the ray from that camera to it
-    meets no other surface first (an exact occlusion test: the depth map at sub-pixel
-    precision). Points visible in fewer than two training views are dropped, as a
+    evenly) that see a surface; each becomes the surface point its pixel sees. A point is
+    visible in a training view when it projects inside the image and the ray from that
+    camera to it meets no other surface first (an exact occlusion test: the depth map at
+    sub-pixel precision). Points visible in fewer than two training views are dropped, as a
     triangulation would drop them. Keypoints are the exact projections.
     """
     xyz, rgb = [], []
@@ -687,9 +687,13 @@ def image_names(n_views: int) -> list[str]:
 
 
 def colmap_model(
-    views: list[PinholeView], names: list[str], train: list[int], pts: SparsePoints
+    views: list[PinholeView], names: list[str], pts: SparsePoints
 ) -> tuple[dict, dict, dict]:
-    """(cameras, images, points3D) for scene.colmap_io.write_model; image id = path index + 1."""
+    """(cameras, images, points3D) for scene.colmap_io.write_model.
+
+    Image id = path index + 1; one shared PINHOLE camera (id 1). Point errors are 0: the
+    keypoints are the exact projections of the points.
+    """
     v0 = views[0]
     cams = {
         1: ColmapCamera(1, "PINHOLE", v0.width, v0.height, np.array([v0.fx, v0.fy, v0.cx, v0.cy]))
@@ -805,7 +809,7 @@ def make_demo_scene(
     ]
     rng = np.random.default_rng(seed + 7)
     pts = sample_sparse_points(scene, views, renders, train, n_points, rng)
-    cams, images, points = colmap_model(views, names, train, pts)
+    cams, images, points = colmap_model(views, names, pts)
 
     info = {
         "generator": GENERATOR,
