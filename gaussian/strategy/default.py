@@ -106,13 +106,24 @@ class DefaultStrategy(Strategy):
             return {}
         self.update_state(state, render_pkg)
         counts: dict[str, int] = {}
-        if step > self.densify_from_iter and step % self.densification_interval == 0:
+        if self.should_densify(step):
             counts = self.densify_and_prune(model, optimizer, state, step)
-        if step % self.opacity_reset_interval == 0 or (
-            self.reset_at_densify_start and step == self.densify_from_iter
-        ):
+        if self.should_reset_opacity(step):
             reset_opacity(model, optimizer, 0.01)
         return counts
+
+    def should_densify(self, step: int) -> bool:
+        return (
+            self.densify_from_iter < step < self.densify_until_iter
+            and step % self.densification_interval == 0
+        )
+
+    def should_reset_opacity(self, step: int) -> bool:
+        if step >= self.densify_until_iter:
+            return False
+        return step % self.opacity_reset_interval == 0 or (
+            self.reset_at_densify_start and step == self.densify_from_iter
+        )
 
     def densify_and_prune(
         self, model: GaussianModel, optimizer: torch.optim.Optimizer, state: dict, step: int
