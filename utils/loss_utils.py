@@ -62,3 +62,11 @@ def ssim_map(
 def ssim(img1: torch.Tensor, img2: torch.Tensor, window_size: int = 11) -> torch.Tensor:
     """Mean SSIM (3DGS convention: 11x11 Gaussian window, sigma 1.5, zero padding)."""
     return ssim_map(img1, img2, window_size).mean()
+
+
+def fast_ssim(img1: torch.Tensor, img2: torch.Tensor) -> torch.Tensor:
+    """Mean SSIM for training: the fastest available implementation.
+
+    Same values as ``ssim``; this is the one place that chooses the implementation.
+    """
+    return ssim(img1, img2)
