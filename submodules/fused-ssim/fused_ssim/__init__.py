@@ -15,6 +15,7 @@ The CUDA extension is compiled on the first CUDA call (or ahead of time with
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 from types import ModuleType
@@ -42,33 +43,45 @@ def load_extension(device: torch.device | str | None = None, verbose: bool = Fal
         return _extension
 
 
-def gaussian_taps(sigma: float = 1.5, size: int = WINDOW) -> list[float]:
+@functools.lru_cache(maxsize=8)
+def gaussian_taps(sigma: float = 1.5, size: int = WINDOW) -> tuple[float, ...]:
     """Normalized 1D Gaussian (float64 values; the kernels round them to float32)."""
     g = [math.exp(-((k - size // 2) ** 2) / (2 * sigma**2)) for k in range(size)]
     total = math.fsum(g)
-    return [v / total for v in g]
+    return tuple(v / total for v in g)
 
 
 class _FusedSSIM(torch.autograd.Function):
+    """SSIM map (or its mean) of [B, C, H, W] float32 CUDA images, with both gradients."""
+
     @staticmethod
-    def forward(ctx, img1, img2, taps, C1, C2, valid):
+    def forward(ctx, img1, img2, taps, C1, C2, valid, mean):
         ext = load_extension(img1.device)
         grad_y = ctx.needs_input_grad[1]
         ssim, d_m1, d_e11, d_e12, d_m2 = ext.forward(img1, img2, taps, C1, C2, valid, True, grad_y)
         ctx.save_for_backward(img1, img2, d_m1, d_e11, d_e12, d_m2)
-        ctx.taps, ctx.valid = taps, valid
-        return ssim
+        ctx.taps, ctx.valid, ctx.mean, ctx.map_shape = taps, valid, mean, ssim.shape
+        return ssim.mean() if mean else ssim
 
     @staticmethod
-    def backward(ctx, grad_map):
+    def backward(ctx, grad_out):
         img1, img2, d_m1, d_e11, d_e12, d_m2 = ctx.saved_tensors
+        if ctx.mean:
+            # One value for every pixel: passed as a broadcast view, never materialized.
+            n = math.prod(ctx.map_shape)
+            grad_map = (grad_out.float() / n).reshape(1, 1, 1, 1).expand(ctx.map_shape)
+        else:
+            grad_map = grad_out.float()
+            if any(stride != 0 for stride in grad_map.stride()):  # not a broadcast value
+                grad_map = grad_map.contiguous()
         ext = load_extension(img1.device)
         grad_x, grad_y = ext.backward(
-            img1, img2, ctx.taps, ctx.valid, grad_map.contiguous(), d_m1, d_e11, d_e12, d_m2
+            img1, img2, ctx.taps, ctx.valid, grad_map, d_m1, d_e11, d_e12, d_m2
         )
         return (
             grad_x if ctx.needs_input_grad[0] else None,
             grad_y if ctx.needs_input_grad[1] else None,
+            None,
             None,
             None,
             None,
@@ -94,6 +107,23 @@ def _check(img1: torch.Tensor, img2: torch.Tensor, padding: str) -> None:
         raise ValueError(f"valid SSIM needs images of at least {WINDOW}x{WINDOW} pixels")
 
 
+def _ssim(img1, img2, padding, train, sigma, C1, C2, mean):
+    _check(img1, img2, padding)
+    squeeze = img1.dim() == 3
+    x = (img1[None] if squeeze else img1).float().contiguous()
+    y = (img2[None] if squeeze else img2).float().contiguous()
+    taps = gaussian_taps(float(sigma))
+    valid = padding == "valid"
+    if train and torch.is_grad_enabled() and (x.requires_grad or y.requires_grad):
+        out = _FusedSSIM.apply(x, y, taps, float(C1), float(C2), valid, mean)
+    else:
+        ext = load_extension(x.device)
+        out = ext.forward(x.detach(), y.detach(), taps, float(C1), float(C2), valid, False, False)
+        out = out[0].mean() if mean else out[0]
+    out = out.to(img1.dtype)
+    return out[0] if squeeze and not mean else out
+
+
 def fused_ssim_map(
     img1: torch.Tensor,  # [B, C, H, W] or [C, H, W], CUDA
     img2: torch.Tensor,  # same shape and device
@@ -107,21 +137,7 @@ def fused_ssim_map(
 
     ``train=False`` skips the derivative maps and returns a tensor without a graph (evaluation).
     """
-    _check(img1, img2, padding)
-    squeeze = img1.dim() == 3
-    x = (img1[None] if squeeze else img1).float().contiguous()
-    y = (img2[None] if squeeze else img2).float().contiguous()
-    taps = gaussian_taps(sigma)
-    valid = padding == "valid"
-    if train and torch.is_grad_enabled() and (x.requires_grad or y.requires_grad):
-        out = _FusedSSIM.apply(x, y, taps, float(C1), float(C2), valid)
-    else:
-        ext = load_extension(x.device)
-        out = ext.forward(x.detach(), y.detach(), taps, float(C1), float(C2), valid, False, False)[
-            0
-        ]
-    out = out.to(img1.dtype)
-    return out[0] if squeeze else out
+    return _ssim(img1, img2, padding, train, sigma, C1, C2, mean=False)
 
 
 def fused_ssim(
@@ -129,6 +145,13 @@ def fused_ssim(
     img2: torch.Tensor,
     padding: str = "same",
     train: bool = True,
+    sigma: float = 1.5,
+    C1: float = 0.01**2,
+    C2: float = 0.03**2,
 ) -> torch.Tensor:  # scalar
-    """Mean SSIM (3DGS convention), differentiable w.r.t. both images."""
-    return fused_ssim_map(img1, img2, padding=padding, train=train).mean()
+    """Mean SSIM (3DGS convention), differentiable w.r.t. both images.
+
+    The mean is part of the autograd node, so the backward pass sees one gradient value for
+    all pixels instead of a full-size gradient map.
+    """
+    return _ssim(img1, img2, padding, train, sigma, C1, C2, mean=True)

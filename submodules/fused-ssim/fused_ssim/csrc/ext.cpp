@@ -77,7 +77,13 @@ std::vector<torch::Tensor> ssim_backward(const torch::Tensor& x, const torch::Te
                                          const torch::Tensor& d_m2) {
   check_image(x, "img1");
   check_image(y, "img2");
-  check_image(grad_map, "grad_map");
+  // grad_map is contiguous, or one value broadcast to the map's shape (all strides 0).
+  TORCH_CHECK(grad_map.is_cuda() && grad_map.scalar_type() == torch::kFloat32 &&
+                  grad_map.dim() == 4,
+              "grad_map must be a float32 CUDA tensor [B, C, H', W']");
+  bool uniform = true;
+  for (const auto s : grad_map.strides()) uniform = uniform && s == 0;
+  TORCH_CHECK(uniform || grad_map.is_contiguous(), "grad_map must be contiguous or uniform");
   for (const auto* t : {&d_m1, &d_e11, &d_e12}) check_image(*t, "saved derivative map");
   const bool grad_y = d_m2.numel() > 0;
   if (grad_y) check_image(d_m2, "saved derivative map");
@@ -96,7 +102,7 @@ std::vector<torch::Tensor> ssim_backward(const torch::Tensor& x, const torch::Te
   const cudaError_t err = fused_ssim::launch_backward(
       x.data_ptr<float>(), y.data_ptr<float>(), static_cast<int>(B * C), static_cast<int>(H),
       static_cast<int>(W), win, off, static_cast<int>(H - 2 * off), static_cast<int>(W - 2 * off),
-      grad_map.data_ptr<float>(), d_m1.data_ptr<float>(), d_e11.data_ptr<float>(),
+      grad_map.data_ptr<float>(), uniform, d_m1.data_ptr<float>(), d_e11.data_ptr<float>(),
       d_e12.data_ptr<float>(), ptr_or_null(d_m2), grad_x.data_ptr<float>(),
       grad_y ? grad_y_t.data_ptr<float>() : nullptr, c10::cuda::getCurrentCUDAStream());
   TORCH_CHECK(err == cudaSuccess, "fused SSIM backward failed: ", cudaGetErrorString(err));

@@ -22,10 +22,11 @@ cudaError_t launch_forward(const float* x, const float* y, int planes, int H, in
                            float* ssim_map, float* d_m1, float* d_e11, float* d_e12, float* d_m2,
                            cudaStream_t stream);
 
-// grad_map: [planes, Hm, Wm] = dL/dSSIM-map. grad_y == nullptr: only dL/dx.
+// grad_map: [planes, Hm, Wm] = dL/dSSIM-map, or with uniform one value for every pixel (the
+// gradient of a mean, without materializing it). grad_y == nullptr: only dL/dx.
 cudaError_t launch_backward(const float* x, const float* y, int planes, int H, int W,
                             const Window& win, int map_off, int Hm, int Wm, const float* grad_map,
-                            const float* d_m1, const float* d_e11, const float* d_e12,
+                            bool uniform, const float* d_m1, const float* d_e11, const float* d_e12,
                             const float* d_m2, float* grad_x, float* grad_y, cudaStream_t stream);
 
 }  // namespace fused_ssim
