@@ -133,6 +133,14 @@ def test_build_key_tracks_versions_and_architecture(monkeypatch, tmp_path):
     assert build.cache_root() == tmp_path / "segsplat" / "fused_ssim"
 
 
+def test_broadcast_value_detection():
+    is_bc = import_fused_ssim()._is_broadcast_value
+    assert is_bc(torch.tensor(0.5).expand(1, 3, 7, 9))
+    assert is_bc(torch.tensor(0.5).reshape(1, 1, 1, 1).expand(1, 3, 7, 9))
+    assert not is_bc(torch.rand(1, 3, 7, 9))
+    assert not is_bc(torch.rand(1, 3, 1, 9).expand(1, 3, 7, 9))
+
+
 # ---------------------------------------------------------------- dispatch
 
 

@@ -51,6 +51,11 @@ def gaussian_taps(sigma: float = 1.5, size: int = WINDOW) -> tuple[float, ...]:
     return tuple(v / total for v in g)
 
 
+def _is_broadcast_value(t: torch.Tensor) -> bool:
+    """One value seen at every index (what expanding a scalar gives): the kernel reads it once."""
+    return all(size == 1 or stride == 0 for size, stride in zip(t.shape, t.stride()))
+
+
 class _FusedSSIM(torch.autograd.Function):
     """SSIM map (or its mean) of [B, C, H, W] float32 CUDA images, with both gradients."""
 
@@ -69,10 +74,10 @@ class _FusedSSIM(torch.autograd.Function):
         if ctx.mean:
             # One value for every pixel: passed as a broadcast view, never materialized.
             n = math.prod(ctx.map_shape)
-            grad_map = (grad_out.float() / n).reshape(1, 1, 1, 1).expand(ctx.map_shape)
+            grad_map = (grad_out.float() / n).expand(ctx.map_shape)
         else:
             grad_map = grad_out.float()
-            if any(stride != 0 for stride in grad_map.stride()):  # not a broadcast value
+            if not _is_broadcast_value(grad_map):
                 grad_map = grad_map.contiguous()
         ext = load_extension(img1.device)
         grad_x, grad_y = ext.backward(

@@ -77,12 +77,15 @@ std::vector<torch::Tensor> ssim_backward(const torch::Tensor& x, const torch::Te
                                          const torch::Tensor& d_m2) {
   check_image(x, "img1");
   check_image(y, "img2");
-  // grad_map is contiguous, or one value broadcast to the map's shape (all strides 0).
+  // grad_map is contiguous, or one value broadcast to the map's shape (stride 0 along every
+  // dimension longer than 1).
   TORCH_CHECK(grad_map.is_cuda() && grad_map.scalar_type() == torch::kFloat32 &&
                   grad_map.dim() == 4,
               "grad_map must be a float32 CUDA tensor [B, C, H', W']");
   bool uniform = true;
-  for (const auto s : grad_map.strides()) uniform = uniform && s == 0;
+  for (int64_t d = 0; d < grad_map.dim(); ++d) {
+    uniform = uniform && (grad_map.size(d) == 1 || grad_map.stride(d) == 0);
+  }
   TORCH_CHECK(uniform || grad_map.is_contiguous(), "grad_map must be contiguous or uniform");
   for (const auto* t : {&d_m1, &d_e11, &d_e12}) check_image(*t, "saved derivative map");
   const bool grad_y = d_m2.numel() > 0;
