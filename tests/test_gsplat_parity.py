@@ -10,8 +10,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-
 from conftest import requires_cuda
+
 from gaussian.model import GaussianModel
 from gaussian_renderer import render
 from scene.cameras import Camera
