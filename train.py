@@ -20,21 +20,34 @@ from tqdm import tqdm
 
 from arguments import (
     BackendParams,
+    DensifyParams,
+    DepthPriorParams,
     ModelParams,
     OptimizationParams,
     PipelineParams,
+    ROIParams,
     SparseViewParams,
 )
 from gaussian.model import GaussianModel
-from gaussian.optim import build_optimizer, default_learning_rates, expon_lr, set_lr
+from gaussian.optim import (
+    StepSchedule,
+    build_step_schedule,
+    build_training_optimizer,
+    expon_lr,
+    set_lr,
+)
 from gaussian.ply import save_ply
-from gaussian.strategy.default import DefaultStrategy
+from gaussian.strategy.base import Strategy
+from gaussian.strategy.factory import build_strategy
+from gaussian.strategy.roi import ROIGate, far_scene_depths
 from gaussian_renderer import render, resolve_backend
 from scene import Scene
 from scene.errors import SceneError
+from utils.extra_losses import ExtraLosses, build_extra_losses
 from utils.general_utils import pick_device, seed_everything
 from utils.image_utils import psnr
 from utils.loss_utils import fast_ssim, l1_loss
+from utils.roi import attach_training_priors
 
 # ----------------------------------------------------------------------------- setup
 
@@ -70,21 +83,65 @@ def render_step(camera, gaussians, pipe, bg, backend: str) -> dict:
     return render(camera, gaussians, pipe, bg, backend=backend)
 
 
-def compute_losses(render_pkg: dict, camera, opt) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def compute_losses(
+    render_pkg: dict,
+    camera,
+    opt,
+    extra: ExtraLosses | None = None,
+    iteration: int = 0,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Total loss and its named terms (each logged as train_loss_patches/<name>).
 
-    (1 - lambda_dssim) * L1 + lambda_dssim * (1 - SSIM), as 3DGS.
+    (1 - lambda_dssim) * L1 + lambda_dssim * (1 - SSIM), as 3DGS. With ``extra`` (ROI,
+    LPDR, depth flags; utils/extra_losses.py) L1 may be ROI-weighted and weighted extra
+    terms join the sum.
     """
     image, gt = render_pkg["render"], camera.original_image
-    terms = {"l1_loss": l1_loss(image, gt), "ssim_loss": 1.0 - fast_ssim(image, gt)}
+    l1 = l1_loss(image, gt) if extra is None else extra.l1(image, gt, camera, iteration)
+    terms = {"l1_loss": l1, "ssim_loss": 1.0 - fast_ssim(image, gt)}
     weights = {"l1_loss": 1.0 - opt.lambda_dssim, "ssim_loss": opt.lambda_dssim}
+    if extra is not None:
+        for name, (weight, value) in extra.terms(render_pkg, camera, iteration).items():
+            terms[name], weights[name] = value, weight
     total = sum(weights[k] * v for k, v in terms.items())
     return total, terms
 
 
-def optimizer_step(optimizer: torch.optim.Optimizer) -> None:
+def optimizer_step(optimizer, iteration: int = 0, schedule: StepSchedule | None = None) -> None:
+    """Step and clear the gradients; with a multi-step ``schedule``, only at its steps
+    (gradients accumulate in between)."""
+    if schedule is not None and not schedule.should_step(iteration):
+        return
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
+
+
+# ----------------------------------------------------------------------------- method
+
+
+def build_method(
+    scene: Scene, opt, dataset, pipe, background, backend: str, method=None
+) -> tuple[Strategy, ExtraLosses | None, StepSchedule | None]:
+    """Strategy, extra loss terms and step schedule for the ROI / densification / depth
+    flags (``method``: their values, or None). With every such flag off this is 3DGS:
+    ``DefaultStrategy.from_opt``, no extra terms, a step every iteration."""
+    roi = getattr(method, "roi", None)
+    densify = getattr(method, "densify", None)
+    depth = getattr(method, "depth", None)
+    train_cams = scene.getTrainCameras()
+    attach_training_priors(train_cams, scene.source_path, roi, depth)
+    gate = None
+    if roi is not None and roi.use_mask:
+        points = torch.as_tensor(scene.point_cloud.points, dtype=torch.float32)
+        gate = ROIGate.from_args(roi, far_scene_depths(points, train_cams))
+
+    def render_fn(camera, model, features):
+        return render(camera, model, pipe, background, features=features, backend=backend)
+
+    strategy = build_strategy(
+        opt, scene.cameras_extent, dataset.white_background, densify, gate, train_cams, render_fn
+    )
+    return strategy, build_extra_losses(roi, depth), build_step_schedule(densify)
 
 
 # ----------------------------------------------------------------------------- loop
@@ -102,7 +159,10 @@ def training(
     checkpoint: str | None,
     debug_from: int,
     args: Namespace,
+    method=None,
 ) -> GaussianModel:
+    """3DGS training. ``method`` holds the ROIParams / DensifyParams / DepthPriorParams
+    values as attributes ``roi``, ``densify``, ``depth`` (None: plain 3DGS)."""
     device = pick_device("cuda")
     backend = resolve_backend(backend_args.backend, device)
     # The scene is read and checked before anything is written: bad input leaves no folder.
@@ -117,27 +177,29 @@ def training(
             shutil.rmtree(args.model_path, ignore_errors=True)
         raise
     print(f"Backend: {backend} on {device}")
-
-    optimizer = build_optimizer(gaussians, default_learning_rates(opt, scene.cameras_extent))
+    bg_color = [1.0, 1.0, 1.0] if dataset.white_background else [0.0, 0.0, 0.0]
+    background = torch.tensor(bg_color, dtype=torch.float32, device=device)
+    strategy, extra_losses, step_schedule = build_method(
+        scene, opt, dataset, pipe, background, backend, method
+    )
+    densify = getattr(method, "densify", None)
+    optimizer = build_training_optimizer(gaussians, opt, scene.cameras_extent, densify)
     means_lr = expon_lr(
         opt.position_lr_init * scene.cameras_extent,
         opt.position_lr_final * scene.cameras_extent,
         lr_delay_mult=opt.position_lr_delay_mult,
         max_steps=opt.position_lr_max_steps,
     )
-    strategy = DefaultStrategy.from_opt(opt, scene.cameras_extent, dataset.white_background)
     state = strategy.initialize_state(gaussians)
 
     first_iter = 0
     if checkpoint:
         saved, first_iter = torch.load(checkpoint, map_location=device, weights_only=False)
         gaussians = GaussianModel.restore(saved["model"], device)
-        optimizer = build_optimizer(gaussians, default_learning_rates(opt, scene.cameras_extent))
+        optimizer = build_training_optimizer(gaussians, opt, scene.cameras_extent, densify)
         optimizer.load_state_dict(saved["optimizer"])
         state = {k: v.to(device) if torch.is_tensor(v) else v for k, v in saved["state"].items()}
 
-    bg_color = [1.0, 1.0, 1.0] if dataset.white_background else [0.0, 0.0, 0.0]
-    background = torch.tensor(bg_color, dtype=torch.float32, device=device)
     train_cams = scene.getTrainCameras()
     order = torch.Generator().manual_seed(0)
     view_stack: list[int] = []
@@ -158,7 +220,7 @@ def training(
 
         render_pkg = render_step(camera, gaussians, pipe, bg, backend)
         strategy.step_pre_backward(render_pkg, state, iteration)
-        loss, terms = compute_losses(render_pkg, camera, opt)
+        loss, terms = compute_losses(render_pkg, camera, opt, extra_losses, iteration)
         loss.backward()
 
         with torch.no_grad():
@@ -186,7 +248,7 @@ def training(
                     ),
                 )
             strategy.step_post_backward(gaussians, optimizer, state, iteration, render_pkg, camera)
-            optimizer_step(optimizer)
+            optimizer_step(optimizer, iteration, step_schedule)
             if iteration in checkpoint_iterations:
                 print(f"\n[ITER {iteration}] Saving Checkpoint")
                 torch.save(
@@ -260,6 +322,9 @@ def main(argv: list[str] | None = None) -> int:
     pp = PipelineParams(parser)
     sp = SparseViewParams(parser)
     bp = BackendParams(parser)
+    rp = ROIParams(parser)
+    dp = DensifyParams(parser)
+    zp = DepthPriorParams(parser)
     parser.add_argument("--debug_from", type=int, default=-1)
     parser.add_argument("--detect_anomaly", action="store_true", default=False)
     parser.add_argument("--test_iterations", nargs="+", type=int, default=[7_000, 30_000])
@@ -286,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
             args.start_checkpoint,
             args.debug_from,
             args,
+            Namespace(roi=rp.extract(args), densify=dp.extract(args), depth=zp.extract(args)),
         )
     except SceneError as exc:
         print(f"error: {exc}", file=sys.stderr)

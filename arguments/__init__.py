@@ -229,3 +229,163 @@ class MetricsParams(ParamGroup):
         self.lpips_no_download = False
         self.device = "cuda"
         super().__init__(parser, "Metrics Parameters")
+
+
+class ROIParams(ParamGroup):
+    """ROI-guided training (the roigs method): a region of interest from the ``pure_masks/``
+    prior (and ``depth_pro/`` when present) gates densification, prunes outside it,
+    reweights the L1 term; plus the dynamic Laplacian pyramid loss (LPDR).
+
+    Every default leaves training exactly 3DGS. Iteration thresholds are absolute steps:
+    scale them with ``--iterations`` for shorter runs (scripts/run_maryrose_roi.py does).
+    """
+
+    _help = {
+        "use_mask": "ROI-guided training: build the ROI from pure_masks/ (and depth_pro/), "
+        "gate densification to it, prune outside it, reweight L1 after roi_loss_focus_after",
+        "depth_margin_ratio": "ROI keeps pixels with depth <= R * (1 + ratio), R = max over "
+        "training views of the median depth inside the mask",
+        "roi_mask_dilate": "dilation (px) of the ROI in the L1 weight map",
+        "roi_mask_soft_edges": "blur the dilated ROI with a box filter in the L1 weight map",
+        "roi_mask_blur_kernel": "odd box-filter size of the soft edges",
+        "roi_gate_mode": "always: gate densification from the start; late: only from "
+        "roi_grow_from_iter (the ROI prune waits too)",
+        "roi_grow_from_iter": "first gated iteration in --roi_gate_mode late",
+        "roi_prune_strict_until": "prune low-opacity Gaussians outside the ROI or far away at "
+        "densification steps before this iteration",
+        "roi_prune_opacity": "opacity below which ROI/far pruning removes a Gaussian",
+        "roi_edge_damp": "opacity factor for Gaussians on the ROI edge band (1 = off)",
+        "roi_edge_cap": "opacity cap for Gaussians on the ROI edge band",
+        "roi_gate_depth": "densify only Gaussians with normalised depth <= this",
+        "roi_far_depth": "normalised depth above which a Gaussian counts as far (pruning)",
+        "roi_depth_space": "normalised depth of the gate: scene = z / (2 x the camera's far "
+        "scene depth); ndc = the camera's NDC depth (roigs literally; degenerate with 3DGS's "
+        "znear 0.01 / zfar 100, see gaussian/strategy/roi.py)",
+        "roi_loss_focus_after": "from this iteration the L1 term is weighted by the ROI",
+        "roi_loss_outside_weight": "L1 weight outside the ROI",
+        "use_lpdr": "add the dynamic Laplacian pyramid loss (weight lambda_lpdr)",
+        "lambda_lpdr": "weight of the LPDR term",
+        "lpdr_levels": "LPDR pyramid levels (bands)",
+        "lpdr_kernel_size": "LPDR Gaussian blur size",
+        "lpdr_sigma": "LPDR Gaussian blur sigma",
+        "lpdr_gamma": "band weights = GT band energy ** gamma, normalised",
+        "lpdr_dc_weight": "weight of the low-pass residual L1 inside LPDR (0: bands only)",
+    }
+    _choices = {
+        "roi_gate_mode": ["always", "late"],
+        "roi_mask_soft_edges": ["on", "off"],
+        "roi_depth_space": ["scene", "ndc"],
+    }
+
+    def __init__(self, parser: ArgumentParser, sentinel: bool = False):
+        self.use_mask = False
+        self.depth_margin_ratio = 0.0
+        self.roi_mask_dilate = 2
+        self.roi_mask_soft_edges = "on"
+        self.roi_mask_blur_kernel = 5
+        self.roi_gate_mode = "always"
+        self.roi_grow_from_iter = 10_000
+        self.roi_prune_strict_until = 15_000
+        self.roi_prune_opacity = 0.02
+        self.roi_edge_damp = 0.97
+        self.roi_edge_cap = 0.75
+        self.roi_gate_depth = 0.9
+        self.roi_far_depth = 0.95
+        self.roi_depth_space = "scene"
+        self.roi_loss_focus_after = 20_000
+        self.roi_loss_outside_weight = 0.05
+        self.use_lpdr = False
+        self.lambda_lpdr = 0.2
+        self.lpdr_levels = 3
+        self.lpdr_kernel_size = 5
+        self.lpdr_sigma = 1.0
+        self.lpdr_gamma = 1.2
+        self.lpdr_dc_weight = 0.3
+        super().__init__(parser, "ROI-guided Training Parameters", sentinel)
+
+
+class DensifyParams(ParamGroup):
+    """Which densification strategy runs, and the Improved-GS settings.
+
+    ``default`` is 3DGS (the OptimizationParams densify_* flags). ``improved`` is Improved-GS
+    as roigs uses it: edge-aware importance, a Gaussian budget reached along a sqrt ramp, a
+    per-step cap, long-axis splits, opacity reset to 0.05, a separate SH-rest optimizer and
+    multi-step optimizer updates late in training. It reads densify_from_iter,
+    densify_until_iter, densification_interval, densify_grad_threshold and
+    opacity_reset_interval from the 3DGS group.
+    """
+
+    _help = {
+        "densify_strategy": "default: 3DGS clone/split; improved: Improved-GS budgeted "
+        "long-axis densification",
+        "budget": "maximum number of Gaussians (reached along a sqrt ramp)",
+        "budget_ramp_until": "iteration at which the budget ramp reaches --budget",
+        "split_distance": "children sit at +-split_distance * 3 sigma_max along the longest axis",
+        "opacity_reduction": "children's opacity = this x the parent's",
+        "cams": "views rendered for the edge-aware importance at each densification step",
+        "edge_all_views_every": "use every training view for the importance when "
+        "iteration %% this == edge_all_views_offset and iteration < edge_all_views_until",
+        "edge_all_views_offset": "see edge_all_views_every",
+        "edge_all_views_until": "see edge_all_views_every",
+        "score_gradient_after": "after this iteration the split score is the gradient, and the "
+        "threshold drops by 1.5 while under budget",
+        "densify_cap_profile": "per-step cap: ultra = clamp(0.02 N, 2048, 32768); ultra+ = "
+        "clamp(0.04 N, 4096, 65536)",
+        "max_new_points_per_iter": "explicit per-step cap (0: the profile's)",
+        "improved_opacity_reset": "opacity reset value of the improved strategy",
+        "shfeature_lr": "learning rate of the separate SH-rest optimizer is this / 20",
+        "multistep_from": "from this iteration the optimizer steps every multistep_every "
+        "iterations (gradients accumulate in between)",
+        "multistep_every": "see multistep_from",
+        "multistep_late_from": "from this iteration it steps every multistep_late_every",
+        "multistep_late_every": "see multistep_late_from",
+    }
+    _choices = {
+        "densify_strategy": ["default", "improved"],
+        "densify_cap_profile": ["ultra", "ultra+"],
+    }
+
+    def __init__(self, parser: ArgumentParser, sentinel: bool = False):
+        self.densify_strategy = "default"
+        self.budget = 3_000_000
+        self.budget_ramp_until = 14_500
+        self.split_distance = 0.45
+        self.opacity_reduction = 0.6
+        self.cams = 10
+        self.edge_all_views_every = 3000
+        self.edge_all_views_offset = 400
+        self.edge_all_views_until = 9000
+        self.score_gradient_after = 14_500
+        self.densify_cap_profile = "ultra"
+        self.max_new_points_per_iter = 0
+        self.improved_opacity_reset = 0.05
+        self.shfeature_lr = 0.005
+        self.multistep_from = 15_000
+        self.multistep_every = 5
+        self.multistep_late_from = 22_500
+        self.multistep_late_every = 20
+        super().__init__(parser, "Densification Strategy Parameters", sentinel)
+
+
+class DepthPriorParams(ParamGroup):
+    """Depth supervision from the ``depth_pro/`` prior (monocular metric depth)."""
+
+    _help = {
+        "lambda_depth_ssi": "weight of the scale-and-shift-invariant depth loss (0: off)",
+        "depth_ssi_from": "first iteration of the SSI depth loss",
+        "depth_ssi_until": "last iteration (exclusive) of the SSI depth loss",
+        "lambda_depth_pearson": "weight of the patch-wise Pearson depth loss (0: off)",
+        "depth_pearson_from": "first iteration of the Pearson depth loss",
+        "depth_pearson_until": "last iteration (exclusive) of the Pearson depth loss",
+        "depth_patch_size": "patch size (px) of the Pearson depth loss",
+    }
+
+    def __init__(self, parser: ArgumentParser, sentinel: bool = False):
+        self.lambda_depth_ssi = 0.0
+        self.depth_ssi_from = 0
+        self.depth_ssi_until = 30_000
+        self.lambda_depth_pearson = 0.0
+        self.depth_pearson_from = 1000
+        self.depth_pearson_until = 6500
+        self.depth_patch_size = 16
+        super().__init__(parser, "Depth Prior Parameters", sentinel)

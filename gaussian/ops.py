@@ -14,17 +14,23 @@ import torch
 from torch import nn
 
 from gaussian.model import GaussianModel
+from gaussian.optim import AnyOptimizer, OptimizerSet
 
 Tensor = torch.Tensor
 
 
-def _groups(optimizer: torch.optim.Optimizer) -> dict[str, dict]:
-    return {g["name"]: g for g in optimizer.param_groups}
+def _groups(optimizer: AnyOptimizer) -> dict[str, tuple[torch.optim.Optimizer, dict]]:
+    """Parameter key -> (the torch optimizer holding its state, its param group).
+
+    ``optimizer`` is a torch optimizer or an ``OptimizerSet`` (several of them).
+    """
+    members = optimizer.members.values() if isinstance(optimizer, OptimizerSet) else [optimizer]
+    return {g["name"]: (o, g) for o in members for g in o.param_groups}
 
 
 def _edit(
     model: GaussianModel,
-    optimizer: torch.optim.Optimizer | None,
+    optimizer: AnyOptimizer | None,
     state: dict | None,
     fn: Callable[[str, Tensor, bool], Tensor],
 ) -> None:
@@ -37,15 +43,15 @@ def _edit(
     groups = _groups(optimizer) if optimizer is not None else {}
     for name, param in list(model.params.items()):
         new_param = nn.Parameter(fn(name, param.detach(), False).contiguous())
-        group = groups.get(name)
-        if group is not None:
+        if name in groups:
+            owner, group = groups[name]
             old = group["params"][0]
-            opt_state = optimizer.state.pop(old, None)
+            opt_state = owner.state.pop(old, None)
             if opt_state is not None:
                 for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
                     if key in opt_state:
                         opt_state[key] = fn(name, opt_state[key], True).contiguous()
-                optimizer.state[new_param] = opt_state
+                owner.state[new_param] = opt_state
             group["params"][0] = new_param
         model.params[name] = new_param
     for name, value in list(model.extras.items()):
@@ -58,7 +64,7 @@ def _edit(
 
 def keep(
     model: GaussianModel,
-    optimizer: torch.optim.Optimizer | None,
+    optimizer: AnyOptimizer | None,
     mask: Tensor,  # [N] bool, True = keep
     state: dict | None = None,
 ) -> None:
@@ -69,7 +75,7 @@ def keep(
 
 def remove(
     model: GaussianModel,
-    optimizer: torch.optim.Optimizer | None,
+    optimizer: AnyOptimizer | None,
     mask: Tensor,  # [N] bool, True = remove
     state: dict | None = None,
 ) -> None:
@@ -78,7 +84,7 @@ def remove(
 
 def append(
     model: GaussianModel,
-    optimizer: torch.optim.Optimizer | None,
+    optimizer: AnyOptimizer | None,
     new: dict[str, Tensor],  # key -> [M, ...] rows to add (raw, pre-activation values)
     state: dict | None = None,
 ) -> None:
@@ -103,7 +109,7 @@ def append(
 
 def duplicate(
     model: GaussianModel,
-    optimizer: torch.optim.Optimizer | None,
+    optimizer: AnyOptimizer | None,
     mask: Tensor,  # [N] bool
     state: dict | None = None,
 ) -> None:
@@ -116,7 +122,7 @@ def duplicate(
 
 def replace(
     model: GaussianModel,
-    optimizer: torch.optim.Optimizer | None,
+    optimizer: AnyOptimizer | None,
     name: str,
     value: Tensor,  # same shape as model.params[name]
     reset_moments: bool = True,
@@ -130,9 +136,32 @@ def replace(
         raise ValueError(f"replace({name}): shape {tuple(value.shape)} != {tuple(param.shape)}")
     with torch.no_grad():
         param.copy_(value)
-    if reset_moments and optimizer is not None:
-        opt_state = optimizer.state.get(param)
+    if reset_moments and optimizer is not None and name in (groups := _groups(optimizer)):
+        opt_state = groups[name][0].state.get(param)
         if opt_state:
             for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
                 if key in opt_state:
                     opt_state[key].zero_()
+
+
+def replace_rows(
+    model: GaussianModel,
+    optimizer: AnyOptimizer | None,
+    name: str,
+    rows: Tensor,  # [N] bool, the rows to overwrite
+    value: Tensor,  # same shape as model.params[name]; only ``rows`` are used
+) -> None:
+    """Overwrite the selected rows of one parameter and restart their Adam moments only
+    (the other rows keep theirs), e.g. damping the opacity of a few Gaussians."""
+    param = model.params[name]
+    if value.shape != param.shape or rows.shape != param.shape[:1]:
+        raise ValueError(f"replace_rows({name}): shapes {tuple(value.shape)}, {tuple(rows.shape)}")
+    sel = rows.view(-1, *([1] * (param.dim() - 1)))
+    with torch.no_grad():
+        param.copy_(torch.where(sel, value.to(param.dtype), param))
+    if optimizer is not None and name in (groups := _groups(optimizer)):
+        opt_state = groups[name][0].state.get(param)
+        if opt_state:
+            for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
+                if key in opt_state:
+                    opt_state[key].masked_fill_(sel, 0.0)

@@ -4,12 +4,22 @@ One ``torch.optim.Adam`` with one named parameter group per key of ``GaussianMod
 (the 3DGS layout): each key has its own learning rate and its own Adam state, and a single
 optimizer step updates every group (one fused/foreach launch on the GPU instead of one
 optimizer per key).
+
+Two variations, used by the Improved-GS strategy and off by default:
+
+- ``OptimizerSet``: several such optimizers over disjoint keys, used like one (Improved-GS
+  keeps the higher SH bands in their own Adam, with their own learning rate);
+  ``build_optimizer_set`` makes one. ``gaussian/ops.py`` keeps every member's state aligned.
+- ``StepSchedule``: when the optimizer steps. 3DGS steps every iteration; Improved-GS steps
+  every 5 and then every 20 iterations late in training, letting gradients accumulate in
+  between (``zero_grad`` only runs after a step).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import torch
 
@@ -59,19 +69,111 @@ def build_optimizer(
     model: GaussianModel,
     lrs: dict[str, float],
     fused: bool | None = None,
+    keys: Iterable[str] | None = None,
 ) -> torch.optim.Adam:
-    """Adam over every key of ``model.params`` (eps 1e-15 as 3DGS).
+    """Adam over every key of ``model.params`` (or only ``keys``), eps 1e-15 as 3DGS.
 
     Keys without an entry in ``lrs`` are an error: a new learnable per-Gaussian tensor must
     say how fast it learns.
     """
-    missing = set(model.params) - set(lrs)
+    names = list(model.params) if keys is None else [k for k in model.params if k in set(keys)]
+    missing = set(names) - set(lrs)
     if missing:
         raise KeyError(f"no learning rate for parameter(s) {sorted(missing)}")
-    groups = [{"params": [p], "lr": lrs[name], "name": name} for name, p in model.params.items()]
+    groups = [{"params": [model.params[n]], "lr": lrs[n], "name": n} for n in names]
     if fused is None:
         fused = model.device.type == "cuda"
     return torch.optim.Adam(groups, lr=0.0, eps=1e-15, fused=fused, foreach=None if fused else True)
+
+
+class OptimizerSet:
+    """Several optimizers over disjoint parameter keys, used like one optimizer.
+
+    ``param_groups`` lists every member's groups (the same dicts, so ``set_lr`` works);
+    ``step``/``zero_grad`` run every member; ``state_dict`` holds one entry per member.
+    ``members`` maps a member name to its ``torch.optim.Optimizer``.
+    """
+
+    def __init__(self, members: dict[str, torch.optim.Optimizer]):
+        names = [g["name"] for o in members.values() for g in o.param_groups]
+        if len(names) != len(set(names)):
+            raise ValueError(f"parameter keys appear in two optimizers: {sorted(names)}")
+        self.members = dict(members)
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return [g for o in self.members.values() for g in o.param_groups]
+
+    def owner(self, name: str) -> tuple[torch.optim.Optimizer, dict]:
+        """The member optimizer and param group of parameter key ``name``."""
+        for o in self.members.values():
+            for g in o.param_groups:
+                if g["name"] == name:
+                    return o, g
+        raise KeyError(name)
+
+    def step(self) -> None:
+        for o in self.members.values():
+            o.step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for o in self.members.values():
+            o.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict:
+        return {k: o.state_dict() for k, o in self.members.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if set(state) != set(self.members):
+            raise KeyError(f"optimizer state for {sorted(state)}, expected {sorted(self.members)}")
+        for k, o in self.members.items():
+            o.load_state_dict(state[k])
+
+
+def build_optimizer_set(
+    model: GaussianModel,
+    lrs: dict[str, float],
+    separate: dict[str, Iterable[str]],
+    fused: bool | None = None,
+) -> OptimizerSet:
+    """An ``OptimizerSet``: member ``"main"`` for every key not listed in ``separate``, and
+    one member per entry of ``separate`` (member name -> keys), e.g. ``{"sh": ["shN"]}``."""
+    taken = {k for keys in separate.values() for k in keys}
+    members = {
+        "main": build_optimizer(model, lrs, fused, [k for k in model.params if k not in taken])
+    }
+    for name, keys in separate.items():
+        members[name] = build_optimizer(model, lrs, fused, keys)
+    return OptimizerSet(members)
+
+
+AnyOptimizer = torch.optim.Optimizer | OptimizerSet
+
+
+@dataclass(frozen=True)
+class StepSchedule:
+    """When the optimizer steps: after iteration ``after`` of a phase ``(after, every)``,
+    it steps at the iterations divisible by ``every`` (the last phase that applies wins).
+
+    The default, one phase ``(0, 1)``, steps every iteration (3DGS). Improved-GS uses
+    ``((0, 1), (15000, 5), (22500, 20))``.
+    """
+
+    phases: tuple[tuple[int, int], ...] = ((0, 1),)
+
+    def __post_init__(self) -> None:
+        if any(every < 1 for _, every in self.phases):
+            raise ValueError(f"step intervals must be >= 1: {self.phases}")
+
+    def every(self, iteration: int) -> int:
+        n = 1
+        for after, every in sorted(self.phases):
+            if iteration > after:
+                n = every
+        return n
+
+    def should_step(self, iteration: int) -> bool:
+        return iteration % self.every(iteration) == 0
 
 
 def set_lr(optimizer: torch.optim.Optimizer, name: str, lr: float) -> None:
@@ -80,3 +182,29 @@ def set_lr(optimizer: torch.optim.Optimizer, name: str, lr: float) -> None:
             group["lr"] = lr
             return
     raise KeyError(name)
+
+
+def build_training_optimizer(
+    model: GaussianModel, opt, spatial_lr_scale: float, densify=None
+) -> AnyOptimizer:
+    """The optimizer train.py uses: 3DGS's single Adam, or with ``--densify_strategy
+    improved`` an ``OptimizerSet`` whose member ``"sh"`` holds the higher SH bands at
+    learning rate ``shfeature_lr / 20`` (Improved-GS)."""
+    lrs = default_learning_rates(opt, spatial_lr_scale)
+    if getattr(densify, "densify_strategy", "default") != "improved":
+        return build_optimizer(model, lrs)
+    lrs["shN"] = densify.shfeature_lr / 20.0
+    return build_optimizer_set(model, lrs, {"sh": ["shN"]})
+
+
+def build_step_schedule(densify=None) -> StepSchedule | None:
+    """None (step every iteration, 3DGS) or Improved-GS's multi-step schedule."""
+    if getattr(densify, "densify_strategy", "default") != "improved":
+        return None
+    return StepSchedule(
+        (
+            (0, 1),
+            (densify.multistep_from, densify.multistep_every),
+            (densify.multistep_late_from, densify.multistep_late_every),
+        )
+    )

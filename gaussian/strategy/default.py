@@ -12,6 +12,10 @@ reset also those larger than 0.1 x scene extent in world space. Opacities are re
 most 0.01 every ``opacity_reset_interval`` steps (and once at ``densify_from_iter`` with a
 white background).
 
+With an ``ROIGate`` (``--use_mask``, roigs) the clone/split candidates must also pass the
+gate for the current camera, and its ROI pruning and edge damping join the pruning step;
+without one (the default) nothing changes.
+
 Upstream quirk, kept on purpose: 3DGS zeroes its screen-size statistic (``max_radii2D``)
 while cloning/splitting, *before* testing it, so its screen-space pruning (radius > 20 px)
 never fires. ``prune_by_screen_size=True`` turns that rule on for real.
@@ -26,6 +30,7 @@ import torch
 from gaussian import ops
 from gaussian.model import GaussianModel
 from gaussian.strategy.base import Strategy
+from gaussian.strategy.roi import ROIGate
 from utils.general_utils import inverse_sigmoid
 from utils.graphics_utils import quat_to_rotmat
 
@@ -44,6 +49,8 @@ class DefaultStrategy(Strategy):
     prune_by_screen_size: bool = False
     reset_at_densify_start: bool = False  # 3DGS does this with a white background
     absgrad: bool = False
+    opacity_reset_value: float = 0.01
+    roi: ROIGate | None = None  # roigs: gate candidates and prune by the current camera's ROI
 
     @classmethod
     def from_opt(cls, opt, cameras_extent: float, white_background: bool) -> DefaultStrategy:
@@ -107,9 +114,9 @@ class DefaultStrategy(Strategy):
         self.update_state(state, render_pkg)
         counts: dict[str, int] = {}
         if self.should_densify(step):
-            counts = self.densify_and_prune(model, optimizer, state, step)
+            counts = self.densify_and_prune(model, optimizer, state, step, camera)
         if self.should_reset_opacity(step):
-            reset_opacity(model, optimizer, 0.01)
+            reset_opacity(model, optimizer, self.opacity_reset_value)
         return counts
 
     def should_densify(self, step: int) -> bool:
@@ -126,11 +133,21 @@ class DefaultStrategy(Strategy):
         )
 
     def densify_and_prune(
-        self, model: GaussianModel, optimizer: torch.optim.Optimizer, state: dict, step: int
+        self,
+        model: GaussianModel,
+        optimizer: torch.optim.Optimizer,
+        state: dict,
+        step: int,
+        camera=None,
     ) -> dict[str, int]:
         grads = state["grad2d"] / state["count"]
         grads = torch.nan_to_num(grads, nan=0.0)
         high = grads >= self.densify_grad_threshold
+        if (
+            self.roi is not None
+            and (allowed := self.roi.densify_allowed(model, camera, step)) is not None
+        ):
+            high = high & allowed
         big = model.get_scaling.max(dim=1).values > self.percent_dense * self.cameras_extent
         clone_mask, split_mask = high & ~big, high & big
         n_clone, n_split = int(clone_mask.sum()), int(split_mask.sum())
@@ -139,17 +156,28 @@ class DefaultStrategy(Strategy):
         split_mask = torch.cat([split_mask, split_mask.new_zeros(n_clone)])
         split(model, optimizer, split_mask, state, n_children=2)
 
+        n_prune = self.prune(model, optimizer, state, step, camera)
+        for key in ("grad2d", "count", "max_radii"):
+            state[key] = torch.zeros(model.num_gaussians, device=model.device)
+        return {"clone": n_clone, "split": n_split, "prune": n_prune}
+
+    def prune(self, model: GaussianModel, optimizer, state: dict, step: int, camera=None) -> int:
+        """3DGS pruning (low opacity; after the first reset, large in world space), plus the
+        ROI gate's pruning when it acts. Returns how many Gaussians went."""
+        roi_prune = None
+        if self.roi is not None:  # damps the edge band first, so the opacity test sees it
+            roi_prune = self.roi.prune_and_damp(model, optimizer, camera, step)
         prune = model.get_opacity < self.min_opacity
         if step > self.opacity_reset_interval:
             prune |= model.get_scaling.max(dim=1).values > 0.1 * self.cameras_extent
             if self.prune_by_screen_size:
                 # ops kept state["max_radii"] aligned: new Gaussians have 0.
                 prune |= state["max_radii"] > self.max_screen_size
+        if roi_prune is not None:
+            prune |= roi_prune
         n_prune = int(prune.sum())
         ops.remove(model, optimizer, prune, state)
-        for key in ("grad2d", "count", "max_radii"):
-            state[key] = torch.zeros(model.num_gaussians, device=model.device)
-        return {"clone": n_clone, "split": n_split, "prune": n_prune}
+        return n_prune
 
 
 def split(

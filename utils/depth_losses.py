@@ -1,0 +1,87 @@
+"""Depth supervision from a monocular depth prior (``depth_pro/``).
+
+Monocular depth is right up to an unknown scale and shift relative to the scene's units
+(Depth Pro is metric, the scene's SfM frame is not), so both losses ignore them:
+
+- ``ssi_depth_loss`` (scale-and-shift-invariant, MiDaS-style): fit s, t by least squares
+  so that s·rendered + t matches the prior over the valid pixels (closed form, gradients
+  flow through s and t), then take the mean absolute residual, divided by the prior's
+  mean so that the loss does not depend on the prior's units.
+- ``pearson_patch_loss`` (as RegSegField's depth term): split both maps into
+  ``patch``×``patch`` tiles and take 1 - mean Pearson correlation over the tiles, which
+  only asks for the local shape to agree (correlation is invariant to a per-tile scale and
+  shift).
+
+Valid pixels: the prior is finite and > 0 (and inside ``mask`` when given).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _valid(prior: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    v = torch.isfinite(prior) & (prior > 0)
+    if mask is not None:
+        v = v & (mask > 0.5)
+    return v
+
+
+def ssi_depth_loss(
+    rendered: torch.Tensor,  # [1, H, W] rendered depth
+    prior: torch.Tensor,  # [1, H, W] prior depth
+    mask: torch.Tensor | None = None,  # [1, H, W], optional restriction
+    min_pixels: int = 16,
+) -> torch.Tensor:
+    """Mean |s·rendered + t - prior| / mean(prior) with the least-squares (s, t).
+
+    Written with masked sums rather than boolean indexing, so it never waits for the
+    device; 0 (with a zero gradient) when fewer than ``min_pixels`` pixels are valid.
+    """
+    w = _valid(prior, mask).to(rendered.dtype)
+    p = torch.where(w > 0, prior, torch.zeros_like(prior))
+    n = w.sum()
+    n_safe = n.clamp_min(1.0)
+    r_mean = (rendered * w).sum() / n_safe
+    p_mean = (p * w).sum() / n_safe
+    rc, pc = (rendered - r_mean) * w, (p - p_mean) * w
+    s = (rc * pc).sum() / (rc.pow(2).sum() + 1e-12)
+    t = p_mean - s * r_mean
+    residual = ((s * rendered + t - p).abs() * w).sum() / n_safe
+    enough = (n >= min_pixels).to(rendered.dtype)
+    return enough * residual / p_mean.clamp_min(1e-8)
+
+
+def pearson_patch_loss(
+    rendered: torch.Tensor,  # [1, H, W]
+    prior: torch.Tensor,  # [1, H, W]
+    patch: int = 16,
+    mask: torch.Tensor | None = None,  # [1, H, W]
+    min_fraction: float = 0.5,
+) -> torch.Tensor:
+    """1 - mean Pearson correlation over ``patch``² tiles (the image is cropped to whole
+    tiles; tiles with under ``min_fraction`` valid pixels or no variance are left out)."""
+    H, W = rendered.shape[-2:]
+    ph, pw = H // patch, W // patch
+    if ph == 0 or pw == 0:
+        return rendered.sum() * 0.0
+    valid = _valid(prior, mask)[..., : ph * patch, : pw * patch].float()
+    r = rendered[..., : ph * patch, : pw * patch]
+    p = torch.where(valid > 0, prior[..., : ph * patch, : pw * patch], torch.zeros_like(r))
+
+    def tiles(x: torch.Tensor) -> torch.Tensor:  # [1, H, W] -> [T, patch*patch]
+        return F.unfold(x[None], kernel_size=patch, stride=patch)[0].T
+
+    r, p, v = tiles(r), tiles(p.detach()), tiles(valid)
+    n = v.sum(-1)
+    keep = n >= min_fraction * patch * patch
+    n = n.clamp_min(1.0)
+    rm = (r * v).sum(-1, keepdim=True) / n[:, None]
+    pm = (p * v).sum(-1, keepdim=True) / n[:, None]
+    rc, pc = (r - rm) * v, (p - pm) * v
+    cov = (rc * pc).sum(-1)
+    std = torch.sqrt(rc.pow(2).sum(-1) * pc.pow(2).sum(-1) + 1e-12)
+    keep = (keep & (pc.pow(2).sum(-1) > 1e-12) & (rc.detach().pow(2).sum(-1) > 1e-12)).float()
+    # Mean of (1 - correlation) over the kept tiles, 0 when none is kept (no device sync).
+    return ((1.0 - cov / std) * keep).sum() / keep.sum().clamp_min(1.0)

@@ -1,0 +1,107 @@
+"""The loss terms that the ROI, LPDR and depth-prior flags add to 3DGS's L1 + D-SSIM.
+
+``build_extra_losses`` returns None when every such flag is off, and train.py's
+``compute_losses`` then runs exactly the 3DGS loss. Otherwise ``ExtraLosses`` supplies
+
+- ``l1``: the plain L1, or from ``roi_loss_focus_after`` on the ROI-weighted L1
+  (sum w|pred - gt| / sum w with the view's ``priors["roi_weight"]``, utils/roi.py) for
+  views that have an ROI; SSIM stays unweighted, as in roigs;
+- ``terms``: extra named terms with their weights: ``lpdr`` (utils/lpdr.py), ``depth_ssi``
+  and ``depth_pearson`` (utils/depth_losses.py, each inside its iteration window and only
+  for views with a depth prior).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from utils.depth_losses import pearson_patch_loss, ssi_depth_loss
+from utils.loss_utils import l1_loss
+from utils.lpdr import lpdr_loss
+from utils.roi import weighted_l1
+
+
+@dataclass(frozen=True)
+class ExtraLosses:
+    roi_focus_after: int | None = None  # None: L1 is never ROI-weighted
+    lambda_lpdr: float = 0.0
+    lpdr_levels: int = 3
+    lpdr_kernel_size: int = 5
+    lpdr_sigma: float = 1.0
+    lpdr_gamma: float = 1.2
+    lpdr_dc_weight: float = 0.3
+    lambda_depth_ssi: float = 0.0
+    depth_ssi_window: tuple[int, int] = (0, 0)  # [from, until)
+    lambda_depth_pearson: float = 0.0
+    depth_pearson_window: tuple[int, int] = (0, 0)
+    depth_patch_size: int = 16
+
+    def l1(
+        self,
+        image: torch.Tensor,  # [3, H, W]
+        gt: torch.Tensor,  # [3, H, W]
+        camera,
+        iteration: int,
+    ) -> torch.Tensor:
+        weight = camera.priors.get("roi_weight")
+        if self.roi_focus_after is None or iteration < self.roi_focus_after or weight is None:
+            return l1_loss(image, gt)
+        return weighted_l1(image, gt, weight)
+
+    def terms(
+        self, render_pkg: dict, camera, iteration: int
+    ) -> dict[str, tuple[float, torch.Tensor]]:
+        """name -> (weight, value) of the extra terms active at ``iteration``."""
+        out: dict[str, tuple[float, torch.Tensor]] = {}
+        image, gt = render_pkg["render"], camera.original_image
+        if self.lambda_lpdr > 0:
+            value = lpdr_loss(
+                image, gt, self.lpdr_levels, self.lpdr_kernel_size, self.lpdr_sigma,
+                self.lpdr_gamma, self.lpdr_dc_weight,
+            )  # fmt: skip
+            out["lpdr"] = (self.lambda_lpdr, value)
+        prior = camera.priors.get("depth")
+        if prior is not None:
+            depth = render_pkg["depth"]
+            lo, hi = self.depth_ssi_window
+            if self.lambda_depth_ssi > 0 and lo <= iteration < hi:
+                out["depth_ssi"] = (self.lambda_depth_ssi, ssi_depth_loss(depth, prior))
+            lo, hi = self.depth_pearson_window
+            if self.lambda_depth_pearson > 0 and lo <= iteration < hi:
+                value = pearson_patch_loss(depth, prior, self.depth_patch_size)
+                out["depth_pearson"] = (self.lambda_depth_pearson, value)
+        return out
+
+
+def build_extra_losses(roi=None, depth=None) -> ExtraLosses | None:
+    """From the ROIParams and DepthPriorParams values; None when they add nothing."""
+    use_mask = bool(roi is not None and roi.use_mask)
+    lambda_lpdr = roi.lambda_lpdr if roi is not None and roi.use_lpdr else 0.0
+    ssi = depth.lambda_depth_ssi if depth is not None else 0.0
+    pearson = depth.lambda_depth_pearson if depth is not None else 0.0
+    if not use_mask and lambda_lpdr <= 0 and ssi <= 0 and pearson <= 0:
+        return None
+    kw = {}
+    if roi is not None:
+        kw.update(
+            lpdr_levels=roi.lpdr_levels,
+            lpdr_kernel_size=roi.lpdr_kernel_size,
+            lpdr_sigma=roi.lpdr_sigma,
+            lpdr_gamma=roi.lpdr_gamma,
+            lpdr_dc_weight=roi.lpdr_dc_weight,
+        )
+    if depth is not None:
+        kw.update(
+            depth_ssi_window=(depth.depth_ssi_from, depth.depth_ssi_until),
+            depth_pearson_window=(depth.depth_pearson_from, depth.depth_pearson_until),
+            depth_patch_size=depth.depth_patch_size,
+        )
+    return ExtraLosses(
+        roi_focus_after=roi.roi_loss_focus_after if use_mask else None,
+        lambda_lpdr=max(lambda_lpdr, 0.0),
+        lambda_depth_ssi=max(ssi, 0.0),
+        lambda_depth_pearson=max(pearson, 0.0),
+        **kw,
+    )
