@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import requires_cuda
 
 from gaussian import ops
 from gaussian.model import GaussianModel
@@ -249,3 +250,29 @@ def test_multistep_accumulates_gradients_between_steps():
     (model.params["means"].sum()).backward()
     optimizer_step(opt, 3, schedule)
     assert model.params["means"].grad is None and not torch.equal(model.params["means"], before)
+
+
+# ----------------------------------------------------------------------------- GPU
+
+
+@pytest.mark.gpu
+@requires_cuda
+def test_blending_weight_sums_gsplat_matches_torch():
+    """The edge-aware importance from gsplat equals the torch oracle's (GPU machine)."""
+    pytest.importorskip("gsplat")
+    cam = small_view().to("cuda")
+    model = scene_model(n=400)
+    model.params = {k: torch.nn.Parameter(v.detach().cuda()) for k, v in model.params.items()}
+    w = torch.rand(24, 32, generator=torch.Generator().manual_seed(3)).cuda()
+
+    def fn(backend):
+        def render_fn(camera, m, features):
+            bg = torch.zeros(3, device="cuda")
+            return render(camera, m, Pipe(), bg, features=features, backend=backend)
+
+        return render_fn
+
+    sums_g, vis_g = blending_weight_sums(fn("gsplat"), cam, model, w)
+    sums_t, vis_t = blending_weight_sums(fn("torch"), cam, model, w)
+    assert torch.equal(vis_g, vis_t)
+    assert float((sums_g - sums_t).norm() / sums_t.norm()) < 2e-3
