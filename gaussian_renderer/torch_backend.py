@@ -131,6 +131,137 @@ def _tile_lists(means2d, radii, depths, width, height, tile):
     return tiles[by_len], starts[by_len], lengths[by_len], gid
 
 
+def _chunk_alpha(attr, px, py):
+    """Offsets, Gaussian power and raw alpha of [R, P] pixels against [R, C] listed Gaussians.
+
+    ``attr`` rows are (mean x, mean y, a/2, b, c/2, opacity, colour...): the conic halves are
+    pre-scaled so that sigma = (a/2 dx + b dy) dx + c/2 dy^2.
+    """
+    dx = px[:, :, None] - attr[:, None, :, 0]  # [R, P, C]
+    dy = py[:, :, None] - attr[:, None, :, 1]
+    sigma = (attr[:, None, :, 2] * dx + attr[:, None, :, 3] * dy) * dx + attr[:, None, :, 4] * (
+        dy * dy
+    )
+    e = torch.exp(-sigma)
+    return dx, dy, sigma, e, attr[:, None, :, 5] * e
+
+
+class _TileComposite(torch.autograd.Function):
+    """Composite every listed tile, front to back, ``chunk`` list entries at a time.
+
+    Forward keeps only the tile rows, list offset and incoming transmittance of each chunk;
+    backward walks the chunks in reverse, recomputes alphas and applies the closed-form
+    gradient of alpha compositing (the one the CUDA kernels use): with w_k = a_k T_k,
+    dL/da_k = T_k v_k - (sum_{j>k} w_j v_j + T_out dL/dT_out) / (1 - a_k), v_k = c_k . dL/dC.
+    """
+
+    @staticmethod
+    def forward(ctx, packed, starts, lengths, gid, px, py, chunk, max_elems):
+        R_all, P = px.shape
+        D = packed.shape[1] - 6
+        dev, dt = packed.device, packed.dtype
+        T_run = torch.ones(R_all, P, dtype=dt, device=dev)
+        done = torch.zeros(R_all, P, dtype=torch.bool, device=dev)
+        acc = torch.zeros(R_all, P, D, dtype=dt, device=dev)
+        records = []
+        rows_per_batch = max(1, max_elems // (P * chunk))
+        slot0 = torch.arange(chunk, device=dev)
+        for k0 in range(0, int(lengths[0]) if R_all else 0, chunk):
+            live = torch.nonzero((lengths > k0) & ~done.all(dim=1), as_tuple=False).squeeze(-1)
+            for r0 in range(0, len(live), rows_per_batch):
+                rows = live[r0 : r0 + rows_per_batch]
+                attr, used = _gather_chunk(packed, starts, lengths, gid, rows, k0, slot0)
+                T_in = T_run.index_select(0, rows)
+                d_rows = done.index_select(0, rows)
+                pxr, pyr = px.index_select(0, rows), py.index_select(0, rows)
+                a, inc, stopped, cpe, om = _alphas(attr, used, pxr, pyr, d_rows, T_in)
+                w = a * (T_in[:, :, None] * cpe / om)
+                acc.index_add_(0, rows, torch.bmm(w, attr[:, :, 6:]))
+                T_run.index_copy_(0, rows, T_in * cpe[:, :, -1])
+                done.index_copy_(0, rows, d_rows | stopped)
+                records.append((rows, k0, T_in, d_rows))
+        ctx.records = records
+        ctx.chunk = chunk
+        ctx.save_for_backward(packed, starts, lengths, gid, px, py)
+        ctx.mark_non_differentiable(done)
+        return acc, T_run, done
+
+    @staticmethod
+    def backward(ctx, g_acc, g_T, _g_done):
+        packed, starts, lengths, gid, px, py = ctx.saved_tensors
+        d_packed = torch.zeros_like(packed)
+        gT = g_T.clone() if g_T is not None else torch.zeros(px.shape, dtype=packed.dtype,
+                                                               device=packed.device)  # fmt: skip
+        if g_acc is None:
+            g_acc = torch.zeros(*px.shape, packed.shape[1] - 6, dtype=packed.dtype,
+                                device=packed.device)  # fmt: skip
+        slot0 = torch.arange(ctx.chunk, device=packed.device)
+        for rows, k0, T_in, d_rows in reversed(ctx.records):
+            attr, used = _gather_chunk(packed, starts, lengths, gid, rows, k0, slot0)
+            pxr, pyr = px.index_select(0, rows), py.index_select(0, rows)
+            dx, dy, _sigma, e, alpha_raw = _chunk_alpha(attr, pxr, pyr)
+            a, inc, _stopped, cpe, om = _alphas(attr, used, pxr, pyr, d_rows, T_in)
+            T_excl = T_in[:, :, None] * cpe / om
+            w = a * T_excl
+            T_out = T_in * cpe[:, :, -1]
+            g_c, g_t = g_acc.index_select(0, rows), gT.index_select(0, rows)
+            col = attr[:, :, 6:]
+            d_col = torch.bmm(w.transpose(1, 2), g_c)  # [R, C, D]
+            v = torch.bmm(g_c, col.transpose(1, 2))  # [R, P, C]
+            wv = w * v
+            cs = torch.cumsum(wv, dim=-1)
+            tail = (cs[:, :, -1:] - cs) + (g_t * T_out)[:, :, None]  # sum_{j>k} + T_out term
+            d_a = T_excl * v - tail / om
+            gT.index_copy_(0, rows, (cs[:, :, -1] + g_t * T_out) / T_in)
+            # Through the clamp at 0.999 (no gradient where it clipped) and exp.
+            d_raw = torch.where(inc & (alpha_raw <= 0.999), d_a, 0.0)
+            d_op = (d_raw * e).sum(1)
+            d_sigma = -d_raw * alpha_raw
+            A, B, Cc = attr[:, None, :, 2], attr[:, None, :, 3], attr[:, None, :, 4]
+            d_A = (d_sigma * dx * dx).sum(1)
+            d_B = (d_sigma * dx * dy).sum(1)
+            d_C = (d_sigma * dy * dy).sum(1)
+            d_mx = -(d_sigma * (2 * A * dx + B * dy)).sum(1)
+            d_my = -(d_sigma * (B * dx + 2 * Cc * dy)).sum(1)
+            d_attr = torch.cat(
+                [torch.stack([d_mx, d_my, d_A, d_B, d_C, d_op], dim=-1), d_col], dim=-1
+            )
+            d_attr = torch.where(used[:, :, None], d_attr, 0.0)
+            idx = torch.where(used, starts.index_select(0, rows)[:, None] + k0 + slot0[None], 0)
+            g = gid.index_select(0, idx.reshape(-1))
+            d_packed.index_add_(0, g, d_attr.reshape(-1, d_attr.shape[-1]))
+        return d_packed, None, None, None, None, None, None, None
+
+
+def _gather_chunk(packed, starts, lengths, gid, rows, k0, slot0):
+    """Attributes [R, C, F] of list entries k0..k0+C-1 of the given tiles, and which exist."""
+    slot = k0 + slot0
+    used = slot[None] < lengths.index_select(0, rows)[:, None]  # [R, C]
+    idx = torch.where(used, starts.index_select(0, rows)[:, None] + slot[None], 0)
+    attr = packed.index_select(0, gid.index_select(0, idx.reshape(-1)))
+    return attr.reshape(len(rows), len(slot0), -1), used
+
+
+def _alphas(attr, used, px, py, done, T_in):
+    """Effective alphas of one chunk and what they do to transmittance.
+
+    Returns a [R, P, C] (0 where a pair does not contribute), the contributing mask, the
+    pixels that stop in this chunk, the running product of (1 - a) and (1 - a) itself.
+    A pair contributes when alpha >= 1/255, sigma >= 0, its pixel is still running and the
+    transmittance after it stays above 1e-4; the first pair that would cross stops the pixel.
+    """
+    _, _, sigma, _, alpha_raw = _chunk_alpha(attr, px, py)
+    alpha = torch.clamp(alpha_raw, max=0.999)
+    valid = (sigma >= 0) & (alpha >= ALPHA_THRESHOLD) & used[:, None, :] & ~done[:, :, None]
+    a = torch.where(valid, alpha, 0.0)
+    T_incl = torch.cumprod(1.0 - a, dim=-1) * T_in[:, :, None]
+    inc = valid & (T_incl > T_THRESHOLD)  # a prefix of the valid pairs, per pixel
+    stopped = (valid & ~inc).any(dim=-1)
+    a = torch.where(inc, a, 0.0)
+    om = 1.0 - a  # >= 0.001: divisions by it are safe
+    return a, inc, stopped, torch.cumprod(om, dim=-1), om
+
+
 def rasterize_pixels(
     means2d: torch.Tensor,  # [N, 2]
     conics: torch.Tensor,  # [N, 3]
@@ -151,7 +282,8 @@ def rasterize_pixels(
     ``chunk`` entries at a time for all tiles at once as dense [tiles, pixels, chunk]
     tensors: alphas, transmittance by a cumulative product along the list, colours by a
     batched matrix product. Tiles whose list is exhausted or whose pixels are all finished
-    drop out of later chunks (the CUDA kernels' early exit, per tile).
+    drop out of later chunks (the CUDA kernels' early exit, per tile). The backward pass is
+    written out (``_TileComposite``) rather than traced, which keeps it lean.
 
     Returns:
         colors [H, W, D] (background blended in) and alphas [H, W, 1].
@@ -160,65 +292,21 @@ def rasterize_pixels(
     device, dtype = means2d.device, means2d.dtype
     ntx, nty = -(-width // tile), -(-height // tile)
     P = tile * tile
-    out = torch.zeros(ntx * nty, P, D, dtype=dtype, device=device)
-    T_final = torch.ones(ntx * nty, P, dtype=dtype, device=device)
     tiles, starts, lengths, gid = _tile_lists(
         means2d.detach(), radii, depths.detach(), width, height, tile
     )
-    if len(tiles):
-        # Pixel centres of every listed tile: [T, P, 2].
-        local = torch.arange(P, device=device)
-        ly, lx = local // tile, local % tile
-        ox, oy = (tiles % ntx) * tile, (tiles // ntx) * tile
-        px = (ox[:, None] + lx[None]).to(dtype) + 0.5
-        py = (oy[:, None] + ly[None]).to(dtype) + 0.5
-        T_run = torch.ones(len(tiles), P, dtype=dtype, device=device)
-        done = torch.zeros(len(tiles), P, dtype=torch.bool, device=device)
-        contrib_rows, contribs = [], []  # summed once at the end (one scatter, not one a chunk)
-        # One packed row per Gaussian: a single gather (and scatter in backward) per batch.
-        packed = torch.cat(
-            [means2d, 0.5 * conics[:, :1], conics[:, 1:2], 0.5 * conics[:, 2:], opacities[:, None],
-             colors], dim=1,
-        )  # fmt: skip
-        rows_per_batch = max(1, max_elems // (P * chunk))
-        for k0 in range(0, int(lengths[0]), chunk):
-            live = torch.nonzero((lengths > k0) & ~done.all(dim=1), as_tuple=False).squeeze(-1)
-            for r0 in range(0, len(live), rows_per_batch):
-                rows = live[r0 : r0 + rows_per_batch]
-                R = len(rows)
-                slot = k0 + torch.arange(chunk, device=device)
-                used = slot[None] < lengths.index_select(0, rows)[:, None]  # [R, C]
-                idx = starts.index_select(0, rows)[:, None] + slot[None]
-                g = gid.index_select(0, torch.where(used, idx, 0).reshape(-1))
-                attr = packed.index_select(0, g).reshape(R, chunk, -1)  # [R, C, F]
-                # [R, P, C] offsets from each pixel centre to each listed Gaussian.
-                dx = px.index_select(0, rows)[:, :, None] - attr[:, None, :, 0]
-                dy = py.index_select(0, rows)[:, :, None] - attr[:, None, :, 1]
-                sigma = (attr[:, None, :, 2] * dx + attr[:, None, :, 3] * dy) * dx + attr[
-                    :, None, :, 4
-                ] * (dy * dy)
-                alpha = torch.clamp(attr[:, None, :, 5] * torch.exp(-sigma), max=0.999)
-                d_rows = done.index_select(0, rows)
-                with torch.no_grad():
-                    valid = (sigma >= 0) & (alpha >= ALPHA_THRESHOLD)
-                    valid &= used[:, None, :] & ~d_rows[:, :, None]
-                a = torch.where(valid, alpha, 0.0)
-                one_minus = 1.0 - a  # >= 0.001, so the division below is safe
-                T_in = T_run.index_select(0, rows)
-                T_incl = torch.cumprod(one_minus, dim=-1) * T_in[:, :, None]
-                with torch.no_grad():
-                    included = T_incl > T_THRESHOLD
-                    stopped = (valid & ~included).any(dim=-1)
-                w = torch.where(included, a * (T_incl / one_minus), 0.0)
-                contrib_rows.append(rows)
-                contribs.append(torch.bmm(w, attr[:, :, 6:]))
-                kept = torch.where(included, one_minus, 1.0)
-                T_run = T_run.index_copy(0, rows, T_in * torch.prod(kept, dim=-1))
-                done = done.index_copy(0, rows, d_rows | stopped)
-        acc = torch.zeros(len(tiles), P, D, dtype=dtype, device=device)
-        acc = acc.index_add(0, torch.cat(contrib_rows), torch.cat(contribs))
-        out = out.index_copy(0, tiles, acc)
-        T_final = T_final.index_copy(0, tiles, T_run)
+    local = torch.arange(P, device=device)
+    ox, oy = (tiles % ntx) * tile, (tiles // ntx) * tile
+    px = (ox[:, None] + (local % tile)[None]).to(dtype) + 0.5
+    py = (oy[:, None] + (local // tile)[None]).to(dtype) + 0.5
+    # One packed row per Gaussian: (mean, a/2, b, c/2, opacity, colour).
+    packed = torch.cat(
+        [means2d, 0.5 * conics[:, :1], conics[:, 1:2], 0.5 * conics[:, 2:], opacities[:, None],
+         colors], dim=1,
+    )  # fmt: skip
+    acc, T_run, _ = _TileComposite.apply(packed, starts, lengths, gid, px, py, chunk, max_elems)
+    out = torch.zeros(ntx * nty, P, D, dtype=dtype, device=device).index_copy(0, tiles, acc)
+    T_final = torch.ones(ntx * nty, P, dtype=dtype, device=device).index_copy(0, tiles, T_run)
     if background is not None:
         out = out + T_final[:, :, None] * background
     # [tiles_y, tiles_x, ty, tx, D] -> image, cropped to the real size.
