@@ -62,10 +62,12 @@ def prepare_llff(src: str, out: str, factor: int, n_views: int, overwrite: bool)
     with staged_output(out, overwrite) as tmp:
         os.makedirs(os.path.join(tmp, "images"))
         sizes = copy_images(
-            [(os.path.join(img_dir, a), os.path.join(tmp, "images", b))
-             for a, b in zip(names, out_names)],
+            [
+                (os.path.join(img_dir, a), os.path.join(tmp, "images", b))
+                for a, b in zip(names, out_names)
+            ],
             resize,
-        )  # fmt: skip
+        )
         if len(set(sizes)) != 1:
             raise SceneError(f"{img_dir}: images of different sizes: {sorted(set(sizes))}")
         w, h = sizes[0]

@@ -240,19 +240,23 @@ def read_keypoints_xy(db_path: str, image_ids: list[int]) -> dict[int, np.ndarra
 
 
 def mapper_options(
-    settings: ColmapSettings, num_images: int, fix_intrinsics: bool = False
+    settings: ColmapSettings,
+    num_images: int,
+    fix_intrinsics: bool = False,
+    keep_two_view_tracks: bool = True,
 ) -> pycolmap.IncrementalPipelineOptions:
-    """Incremental-mapping options for a handful of views.
+    """Incremental-mapping options, COLMAP's defaults adapted to a handful of views.
 
     COLMAP's ``min_model_size`` of 10 would discard every sparse-view model; keep models of
-    >= 2 images (or all images when fewer). Two-view tracks are kept: with 3 views most
-    points have only two observations.
+    >= 2 images (or all images when fewer). ``keep_two_view_tracks``: with 3 views most
+    points have only two observations, so the sparse-view stages keep them (COLMAP's
+    default, used by the full SfM, ignores them).
     """
     o = pycolmap.IncrementalPipelineOptions()
     o.min_model_size = max(2, min(10, num_images))
     o.random_seed = int(settings.seed)
     o.num_threads = int(settings.num_threads)
-    o.triangulation.ignore_two_view_tracks = False
+    o.triangulation.ignore_two_view_tracks = not keep_two_view_tracks
     if fix_intrinsics:
         o.ba_refine_focal_length = False
         o.ba_refine_principal_point = False
@@ -267,10 +271,11 @@ def incremental_mapping(
     settings: ColmapSettings,
     num_images: int,
     fix_intrinsics: bool = False,
+    keep_two_view_tracks: bool = True,
 ) -> pycolmap.Reconstruction | None:
     """Incremental SfM; the model with most registered images (None when none formed)."""
     os.makedirs(out_dir, exist_ok=True)
-    opts = mapper_options(settings, num_images, fix_intrinsics)
+    opts = mapper_options(settings, num_images, fix_intrinsics, keep_two_view_tracks)
     recs = pycolmap.incremental_mapping(db_path, image_dir, out_dir, options=opts)
     if not recs:
         return None

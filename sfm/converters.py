@@ -80,10 +80,17 @@ def llff_to_views(
         R = R_c2w.T
         views.append(
             ViewRecord(
-                name, R, -R @ p[:, 3], width, height,
-                fx=f * width / W, fy=f * height / H, cx=width / 2.0, cy=height / 2.0,
+                name,
+                R,
+                -R @ p[:, 3],
+                width,
+                height,
+                fx=f * width / W,
+                fy=f * height / H,
+                cx=width / 2.0,
+                cy=height / 2.0,
             )
-        )  # fmt: skip
+        )
     return views, pb[:, 15:17].copy()
 
 
@@ -114,14 +121,41 @@ def decompose_projection(P: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
 
 
 def projection_views(
-    projections: list[np.ndarray], names: list[str], sizes: list[tuple[int, int]]
+    projections: list[np.ndarray],
+    names: list[str],
+    sizes: list[tuple[int, int]],
+    calib_size: tuple[int, int] | None = None,
 ) -> list[ViewRecord]:
-    """Views from OpenCV-convention projection matrices (principal point + 0.5)."""
+    """Views from OpenCV-convention projection matrices (principal point + 0.5).
+
+    ``calib_size``: the (width, height) the matrices were calibrated for, when the images are
+    a centred crop of that size resized to ``sizes`` (MonoSDF's DTU: 1600x1200 cropped to
+    1200x1200, resized to 384x384). The crop and scale are applied exactly in COLMAP's
+    edge-origin pixel coordinates.
+    """
     views = []
     for P, name, (w, h) in zip(projections, names, sizes):
         K, R, t = decompose_projection(P)
-        views.append(ViewRecord(name, R, t, w, h, K[0, 0], K[1, 1], K[0, 2] + 0.5, K[1, 2] + 0.5))
+        fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2] + 0.5, K[1, 2] + 0.5
+        if calib_size is not None and tuple(calib_size) != (w, h):
+            off_x, off_y, s = centre_crop_transform(calib_size, (w, h))
+            fx, fy, cx, cy = fx * s, fy * s, (cx - off_x) * s, (cy - off_y) * s
+        views.append(ViewRecord(name, R, t, w, h, fx, fy, cx, cy))
     return views
+
+
+def centre_crop_transform(
+    src_size: tuple[int, int], dst_size: tuple[int, int]
+) -> tuple[float, float, float]:
+    """(offset_x, offset_y, scale) of the largest centred crop of src with dst's aspect,
+    resized to dst: x_dst = (x_src - offset) * scale (edge-origin pixel coordinates)."""
+    W, H = src_size
+    w, h = dst_size
+    if W / H > w / h:  # source wider: crop the width
+        crop_w, crop_h = H * w / h, H
+    else:
+        crop_w, crop_h = W, W * h / w
+    return (W - crop_w) / 2.0, (H - crop_h) / 2.0, w / crop_w
 
 
 # ------------------------------------------------------------------------ scene writing

@@ -110,10 +110,15 @@ def run_full_sfm(
             db_path, src_dir, names, settings, camera_model=model, single_camera=single
         )
         colmap_ops.match_features(db_path, settings, settings.matcher, guided=False)
-        counts = _attempted_pair_counts(db_path)
+        counts = _pair_counts(db_path, settings.matcher)
         stats = pair_count_stats(counts)
         rec = colmap_ops.incremental_mapping(
-            db_path, src_dir, os.path.join(work, "mapper"), settings, len(names)
+            db_path,
+            src_dir,
+            os.path.join(work, "mapper"),
+            settings,
+            len(names),
+            keep_two_view_tracks=False,
         )
         if rec is None or rec.num_reg_images() < 2:
             raise SceneError(
@@ -165,8 +170,12 @@ def run_full_sfm(
     )
 
 
-def _attempted_pair_counts(db_path: str) -> list[int]:
-    """Inlier matches of every pair the matcher tried (sequential matching skips most)."""
+def _pair_counts(db_path: str, matcher: str) -> list[int]:
+    """Inlier matches per pair: every pair for exhaustive matching (0 where none survived),
+    only the pairs tried for sequential matching (which skips most on purpose)."""
+    if matcher == "exhaustive":
+        ids = sorted(colmap_ops.read_names(db_path))
+        return [len(m) for m, _ in colmap_ops.read_inlier_matches(db_path, ids).values()]
     db = pycolmap.Database.open(db_path)
     try:
         _, geoms = db.read_two_view_geometries()
