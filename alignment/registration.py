@@ -304,7 +304,9 @@ def rotation_error_deg(R_ref: np.ndarray, R_est: np.ndarray) -> np.ndarray:
     """Geodesic angle in degrees between rotations [N, 3, 3] (= 2 acos |q_ref . q_est|)."""
     rel = np.einsum("nji,njk->nik", R_ref, R_est)  # R_ref^T R_est
     cos = (np.trace(rel, axis1=1, axis2=2) - 1.0) / 2.0
-    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+    # rel - rel^T = 2 sin(angle) [axis]_x; atan2 stays accurate near 0 where arccos is not.
+    sin = np.linalg.norm(rel - np.swapaxes(rel, 1, 2), axis=(1, 2)) / (2.0 * np.sqrt(2.0))
+    return np.degrees(np.arctan2(sin, cos))
 
 
 def absolute_trajectory_error(c2w_ref: np.ndarray, c2w_est: np.ndarray) -> float:

@@ -48,7 +48,10 @@ class ViewRecord:
     fy: float
     cx: float  # COLMAP convention (top-left pixel centre at 0.5)
     cy: float
-    distortion: tuple[float, ...] = ()  # OpenCV k1, k2, p1, p2 (empty: none)
+    # Distortion parameters of ``distortion_model`` after fx, fy, cx, cy (empty: none):
+    # OPENCV k1 k2 p1 p2, FULL_OPENCV k1 k2 p1 p2 k3 k4 k5 k6, OPENCV_FISHEYE k1 k2 k3 k4.
+    distortion: tuple[float, ...] = ()
+    distortion_model: str = "OPENCV"
 
 
 # ---------------------------------------------------------------------- pose conventions
@@ -181,7 +184,8 @@ def staged_output(out_dir: str, overwrite: bool) -> Iterator[str]:
 
 
 def write_views_model(views: list[ViewRecord], model_dir: str) -> None:
-    """sparse/0 with PINHOLE cameras (shared when intrinsics are equal) and no points.
+    """sparse/0 with PINHOLE cameras, or the distortion model where a view has distortion
+    (cameras shared when intrinsics are equal), and no points.
 
     Image ids follow the order of ``views`` (1-based), so sorted names get sorted ids.
     """
@@ -190,7 +194,7 @@ def write_views_model(views: list[ViewRecord], model_dir: str) -> None:
     imgs: dict[int, ColmapImage] = {}
     for k, v in enumerate(views, start=1):
         if v.distortion and any(abs(d) > 0 for d in v.distortion):
-            model, params = "OPENCV", [v.fx, v.fy, v.cx, v.cy, *v.distortion[:4]]
+            model, params = v.distortion_model, [v.fx, v.fy, v.cx, v.cy, *v.distortion]
         else:
             model, params = "PINHOLE", [v.fx, v.fy, v.cx, v.cy]
         key = (model, v.width, v.height, tuple(np.round(params, 9)))
