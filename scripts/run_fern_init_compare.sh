@@ -28,7 +28,7 @@ if [ ! -d "$SCENE/colmap_3views/sparse/0" ]; then
 fi
 
 common=(-s "$SCENE" --eval --n_views 3 --split_protocol llff -r 1 --iterations "$ITERS"
-        --test_iterations "$ITERS" --save_iterations "$ITERS" --disable_viewer --quiet)
+        --test_iterations "$ITERS" --save_iterations "$ITERS" --quiet)
 # shellcheck disable=SC2086
 $PY train.py "${common[@]}" -m "$OUT/colmap_init" $EXTRA
 # shellcheck disable=SC2086

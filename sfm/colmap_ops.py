@@ -169,21 +169,60 @@ def _image_id(db: pycolmap.Database, name: str) -> int:
 
 
 def match_features(
-    db_path: str, settings: ColmapSettings, matcher: str = "exhaustive", guided: bool = False
+    db_path: str,
+    settings: ColmapSettings,
+    matcher: str = "exhaustive",
+    guided: bool = False,
+    desc: str = "matching",
 ) -> None:
-    """Match every pair (exhaustive) or neighbouring frames (sequential), then verify."""
+    """Match every pair (exhaustive) or neighbouring frames (sequential), then verify.
+
+    Exhaustive matching runs as COLMAP's imported-pairs matcher over chunks of the pairs not
+    matched yet, so a progress bar can follow it (CPU matching of 16k features is the slow
+    step) and an extended database (train + test) only matches the new pairs.
+    """
     mo = _matching_options(settings, guided)
     vo = _verification_options(settings)
-    if matcher == "exhaustive":
-        pycolmap.match_exhaustive(db_path, matching_options=mo, verification_options=vo)
-    elif matcher == "sequential":
+    if matcher == "sequential":
         po = pycolmap.SequentialPairingOptions()
         po.overlap = int(settings.sequential_overlap)
         pycolmap.match_sequential(
             db_path, matching_options=mo, pairing_options=po, verification_options=vo
         )
-    else:
+        return
+    if matcher != "exhaustive":
         raise ValueError(f"unknown matcher {matcher!r} (exhaustive, sequential)")
+    names = read_names(db_path)
+    ids = sorted(names)
+    db = pycolmap.Database.open(db_path)
+    try:
+        todo = [
+            (a, b)
+            for k, a in enumerate(ids)
+            for b in ids[k + 1 :]
+            if not db.exists_two_view_geometry(a, b)
+        ]
+    finally:
+        db.close()
+    if not todo:
+        return
+    chunk = max(1, len(ids) - 1)
+    list_path = db_path + ".pairs.txt"
+    try:
+        with tqdm(total=len(todo), desc=desc, unit="pair") as bar:
+            for start in range(0, len(todo), chunk):
+                part = todo[start : start + chunk]
+                with open(list_path, "w") as f:
+                    f.writelines(f"{names[a]} {names[b]}\n" for a, b in part)
+                po = pycolmap.ImportedPairingOptions()
+                po.match_list_path = list_path
+                pycolmap.match_image_pairs(
+                    db_path, matching_options=mo, pairing_options=po, verification_options=vo
+                )
+                bar.update(len(part))
+    finally:
+        if os.path.exists(list_path):
+            os.remove(list_path)
 
 
 def read_names(db_path: str) -> dict[int, str]:
