@@ -85,6 +85,9 @@ class TrainMatches:
                 kp_b=self.kp_b.astype(np.int32),
                 convention=np.asarray(FORMAT_CONVENTION),
             )
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; give it normal rights
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):
