@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 
-import numpy as np
-
 from sfm.errors import SceneError
 
 DTU_TRAIN_IDS = [25, 22, 28, 40, 44, 48, 0, 8, 13]
@@ -32,52 +30,64 @@ def read_split_json(scene_dir: str) -> dict | None:
     return split
 
 
+def linspace_pick(pool: list[str], n: int) -> list[str]:
+    """``n`` names spread evenly over ``pool`` (FreeNeRF/FSGS rounding)."""
+    if n <= 1:
+        return pool[:n]
+    return [pool[round(i * (len(pool) - 1) / (n - 1))] for i in range(n)]
+
+
 def _fallback_make_split(
     names: list[str],
     protocol: str,
     n_views: int,
-    train_views: list[str] | None = None,
-    predefined_split: dict | None = None,
+    train_views: list[str] | None,
+    source_split: dict | None,
+    where: str,
 ) -> dict:
     names = sorted(names)
+    every_8th = [n for i, n in enumerate(names) if i % 8 == 0]
     if train_views:
         protocol = "custom"
-        train = list(train_views)
-        test = [n for n in (predefined_split or {}).get("test", []) if n not in train]
-    elif protocol in ("llff", "mip360"):
-        test = [n for i, n in enumerate(names) if i % 8 == 0]
-        pool = [n for i, n in enumerate(names) if i % 8 != 0]
-        n = n_views or len(pool)
-        if n > len(pool):
-            raise SceneError(f"--n_views {n} but only {len(pool)} non-test images")
-        idx = np.round(np.linspace(0, len(pool) - 1, n)).astype(int)
-        train = [pool[i] for i in idx]
-    elif protocol == "dtu":
-        if len(names) < 49:
+    if protocol in ("llff", "mip360"):
+        pool = [n for n in names if n not in set(every_8th)]
+        if n_views > len(pool):
+            raise SceneError(f"{where}: --n_views {n_views} but only {len(pool)} non-test images")
+        return {
+            "protocol": protocol,
+            "n_views": n_views,
+            "train": linspace_pick(pool, n_views),
+            "test": every_8th,
+        }
+    if protocol == "dtu":
+        if len(names) != 49:
             raise SceneError(
-                f"dtu protocol needs the 49 DTU views (ids 0..48), scene has {len(names)} images"
+                f"{where}: --split_protocol dtu needs the 49 DTU views, the scene has {len(names)}"
             )
-        n = n_views or 3
-        train = [names[i] for i in DTU_TRAIN_IDS[:n]]
-        test = [names[i] for i in range(49) if i not in DTU_TRAIN_IDS + DTU_EXCLUDE_IDS]
-    elif protocol == "custom":
-        if not predefined_split:
-            raise SceneError("custom split: the scene has no split.json; pass --train_views")
-        train = list(predefined_split["train"])
-        test = list(predefined_split.get("test", []))
-        if n_views and n_views != len(train):
-            if n_views > len(train):
-                raise SceneError(
-                    f"--n_views {n_views} but split.json lists {len(train)} training views"
-                )
-            idx = np.round(np.linspace(0, len(train) - 1, n_views)).astype(int)
-            train = [train[i] for i in idx]
+        skip = set(DTU_TRAIN_IDS + DTU_EXCLUDE_IDS)
+        return {
+            "protocol": "dtu",
+            "n_views": n_views,
+            "train": [names[i] for i in DTU_TRAIN_IDS[:n_views]],
+            "test": [names[i] for i in range(49) if i not in skip],
+        }
+    if protocol != "custom":
+        raise SceneError(f"{where}: unknown --split_protocol {protocol!r}")
+    if train_views:
+        train, test_pool = list(train_views), every_8th
+    elif source_split is not None:
+        train, test_pool = list(source_split["train"]), list(source_split.get("test", []))
     else:
-        raise SceneError(f"unknown split protocol {protocol!r} (llff, dtu, mip360, custom)")
-    missing = [n for n in train + test if n not in set(names)]
-    if missing:
-        raise SceneError(f"split names not among the scene's images: {missing[:5]}")
-    return {"protocol": protocol, "n_views": len(train), "train": train, "test": test}
+        raise SceneError(f"{where}: --split_protocol custom needs --train_views or split.json")
+    unknown = [n for n in train + test_pool if n not in set(names)]
+    if unknown:
+        raise SceneError(f"{where}: unknown image name(s) {', '.join(unknown[:5])}")
+    if n_views:
+        if n_views > len(train):
+            raise SceneError(f"{where}: --n_views {n_views} > {len(train)} training views given")
+        train = train[:n_views]
+    test = sorted(n for n in test_pool if n not in set(train))
+    return {"protocol": "custom", "n_views": n_views, "train": train, "test": test}
 
 
 def make_split(
@@ -85,13 +95,24 @@ def make_split(
     protocol: str,
     n_views: int,
     train_views: list[str] | None = None,
-    predefined_split: dict | None = None,
+    source_split: dict | None = None,
+    where: str = "scene",
 ) -> dict:
-    """``{"protocol", "n_views", "train", "test"}`` for the scene's image names."""
+    """``{"protocol", "n_views", "train", "test"}`` for the scene's image names.
+
+    ``source_split``: the scene's split.json (used by the custom protocol).
+    """
     try:
         from scene.splits import make_split as scene_make_split
     except ImportError:
-        return _fallback_make_split(names, protocol, n_views, train_views, predefined_split)
-    return scene_make_split(
-        names, protocol, n_views, train_views, predefined_split, eval=True
-    )  # pragma: no cover
+        return _fallback_make_split(names, protocol, n_views, train_views, source_split, where)
+    return scene_make_split(  # pragma: no cover - once the scene package is merged
+        names,
+        protocol,
+        n_views,
+        train_views or None,
+        None,
+        eval=True,
+        source_split=source_split,
+        where=where,
+    )

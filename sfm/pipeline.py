@@ -68,7 +68,8 @@ def run_colmap_stage(req: StageRequest, settings: ColmapSettings) -> list[str]:
         req.split_protocol,
         req.n_views,
         req.train_views or None,
-        read_split_json(scene),
+        source_split=read_split_json(scene),
+        where=scene,
     )
     n = len(split["train"])
     final = os.path.join(scene, stage_dir_name(n))
