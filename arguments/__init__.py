@@ -172,6 +172,26 @@ class BackendParams(ParamGroup):
         super().__init__(parser, "Backend Parameters", sentinel)
 
 
+class SpeedParams(ParamGroup):
+    """Loop-level speed switches (results are the same up to float rounding)."""
+
+    _help = {
+        "log_interval": "iterations between progress-bar/TensorBoard updates (each update "
+        "waits for the GPU once)",
+        "ssim_impl": "auto: the fused CUDA SSIM on GPU, PyTorch otherwise; torch: always the "
+        "PyTorch SSIM (for comparisons)",
+        "sync_every_step": "read the loss back to the host every iteration like the stock 3DGS "
+        "loop (for speed comparisons only)",
+    }
+    _choices = {"ssim_impl": ["auto", "torch"]}
+
+    def __init__(self, parser: ArgumentParser, sentinel: bool = False):
+        self.log_interval = 10
+        self.ssim_impl = "auto"
+        self.sync_every_step = False
+        super().__init__(parser, "Speed Parameters", sentinel)
+
+
 def parse_cfg_args(text: str) -> Namespace:
     """Parse a ``cfg_args`` file (``str(Namespace(...))``) without ``eval``."""
     node = ast.parse(text.strip(), mode="eval").body

@@ -6,19 +6,14 @@ bounding boxes, alpha = min(0.999, o * exp(-sigma)), Gaussians with alpha < 1/25
 a pixel stops once its transmittance would fall to 1e-4), so the two backends can be held
 to each other in tests, outputs and gradients.
 
-How it stays fast without per-pixel Python loops: instead of tiles, it lists every
-(Gaussian, pixel) pair inside each Gaussian's bounding box, drops pairs whose alpha is below
-1/255 (work is proportional to the pixels a Gaussian really touches), sorts the pairs by
-(pixel, depth), and composites all pixels at once with a segmented cumulative sum of
-log(1 - alpha): the transmittance in front of pair i of pixel p is
-``T_i = exp(sum_{j < i in p} log(1 - alpha_j))``. Autograd differentiates that exactly.
-Gaussians go through in depth-sorted chunks, so memory stays bounded and pixels that are
-already opaque stop costing work (see ``rasterize_pixels``).
+How it stays fast without per-pixel Python loops: like the CUDA rasterizers it bins
+Gaussians into screen tiles and sorts each tile's list by depth, but then evaluates many
+tiles at once as dense tensors (tiles x pixels x list entries): transmittance is a
+cumulative product along the list and colour accumulation a batched matrix product, both
+differentiated exactly by autograd (see ``rasterize_pixels``).
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 
@@ -26,7 +21,7 @@ from utils.graphics_utils import covariance_from_scale_rot
 
 ALPHA_THRESHOLD = 1.0 / 255.0
 T_THRESHOLD = 1e-4
-MAX_PAIRS_PER_CHUNK = 1000000
+MAX_ELEMS_PER_BATCH = 4_000_000
 
 
 def project_gaussians(
@@ -101,28 +96,6 @@ def project_gaussians(
     }
 
 
-def _pixel_pairs(
-    means2d: torch.Tensor,  # [N, 2] (detached)
-    radii: torch.Tensor,  # [N, 2]
-    ids: torch.Tensor,  # [M] Gaussians to expand
-    width: int,
-    height: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(position in ``ids``, pixel index) of every pixel centre inside each bounding box.
-
-    Pixel (j, i) has its centre at (j + 0.5, i + 0.5); pairs come grouped by Gaussian.
-    """
-    xa, xb, ya, yb = _bbox(means2d[ids], radii[ids], width, height)
-    w = torch.clamp(xb - xa + 1, min=0)
-    counts = w * torch.clamp(yb - ya + 1, min=0)
-    total = int(counts.sum())
-    local_id = torch.repeat_interleave(torch.arange(len(ids), device=ids.device), counts)
-    offset = torch.arange(total, device=ids.device) - (torch.cumsum(counts, 0) - counts)[local_id]
-    wl = w[local_id]
-    pix = (ya[local_id] + offset // wl) * width + xa[local_id] + offset % wl
-    return local_id, pix
-
-
 def _bbox(means2d, radii, width, height):
     """Inclusive pixel ranges [xa, xb] x [ya, yb] whose centres lie in the boxes."""
     r = radii.to(means2d.dtype)
@@ -133,20 +106,29 @@ def _bbox(means2d, radii, width, height):
     return xa, xb, ya, yb
 
 
-def _gauss_power(d: torch.Tensor, conic: torch.Tensor) -> torch.Tensor:
-    """sigma = 0.5 (a dx^2 + c dy^2) + b dx dy for offsets d [P, 2] and conics [P, 3]."""
-    dx, dy = d[:, 0], d[:, 1]
-    return 0.5 * (conic[:, 0] * dx * dx + conic[:, 2] * dy * dy) + conic[:, 1] * dx * dy
+def _tile_lists(means2d, radii, depths, width, height, tile):
+    """Depth-sorted Gaussian list of every tile touched by a bounding box.
 
-
-def _exclusive_segment_cumsum(x: torch.Tensor, pix: torch.Tensor) -> torch.Tensor:
-    """Sum of x over the earlier entries of the same pixel run (pix sorted)."""
-    incl = torch.cumsum(x, 0)
-    first = torch.ones_like(pix, dtype=torch.bool)
-    first[1:] = pix[1:] != pix[:-1]
-    idx = torch.arange(len(pix), device=pix.device)
-    run_start = torch.cummax(torch.where(first, idx, torch.zeros_like(idx)), 0)[0]
-    return incl - x - (incl - x)[run_start]
+    Returns (tile index [T], list start [T], list length [T], Gaussian ids [M]) with tiles
+    ordered by decreasing list length and each list front to back.
+    """
+    vis = torch.nonzero((radii > 0).any(dim=-1), as_tuple=False).squeeze(-1)
+    xa, xb, ya, yb = _bbox(means2d[vis], radii[vis], width, height)
+    tx0, tx1, ty0, ty1 = xa // tile, xb // tile, ya // tile, yb // tile
+    ntx = -(-width // tile)
+    w = torch.clamp(tx1 - tx0 + 1, min=0)
+    counts = w * torch.clamp(ty1 - ty0 + 1, min=0)
+    g = torch.repeat_interleave(torch.arange(len(vis), device=vis.device), counts)
+    off = torch.arange(len(g), device=vis.device) - (torch.cumsum(counts, 0) - counts)[g]
+    tile_of = (ty0[g] + off // w[g]) * ntx + tx0[g] + off % w[g]
+    rank = torch.empty_like(vis)
+    rank[torch.argsort(depths[vis], stable=True)] = torch.arange(len(vis), device=vis.device)
+    order = torch.argsort(tile_of * max(len(vis), 1) + rank[g])
+    tile_of, gid = tile_of[order], vis[g[order]]
+    tiles, lengths = torch.unique_consecutive(tile_of, return_counts=True)
+    starts = torch.cumsum(lengths, 0) - lengths
+    by_len = torch.argsort(lengths, descending=True, stable=True)
+    return tiles[by_len], starts[by_len], lengths[by_len], gid
 
 
 def rasterize_pixels(
@@ -159,82 +141,99 @@ def rasterize_pixels(
     width: int,
     height: int,
     background: torch.Tensor | None = None,  # [D]
-    max_pairs: int = MAX_PAIRS_PER_CHUNK,
+    tile: int = 4,
+    chunk: int = 16,
+    max_elems: int = MAX_ELEMS_PER_BATCH,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Front-to-back alpha compositing of every pixel.
+    """Front-to-back alpha compositing of every pixel, a batch of tiles at a time.
 
-    Gaussians are processed in depth-sorted chunks. Each chunk first finds, without
-    gradients, the (Gaussian, pixel) pairs that really contribute (alpha >= 1/255, pixel
-    not finished); only those enter the differentiable pass. Pixels whose transmittance has
-    run out are finished, and Gaussians whose box holds no unfinished pixel are skipped
-    (summed-area table of unfinished pixels), so deep stacks of Gaussians cost little more
-    than their visible front layers.
+    Each tile gets the depth-sorted list of Gaussians whose box touches it. Lists are walked
+    ``chunk`` entries at a time for all tiles at once as dense [tiles, pixels, chunk]
+    tensors: alphas, transmittance by a cumulative product along the list, colours by a
+    batched matrix product. Tiles whose list is exhausted or whose pixels are all finished
+    drop out of later chunks (the CUDA kernels' early exit, per tile).
 
     Returns:
         colors [H, W, D] (background blended in) and alphas [H, W, 1].
     """
     D = colors.shape[-1]
-    device = means2d.device
-    n_pix = width * height
-    vis = torch.nonzero((radii > 0).any(dim=-1), as_tuple=False).squeeze(-1)
-    vis = vis[torch.argsort(depths.detach()[vis], stable=True)]  # front to back
-    m2d = means2d.detach()
-    out = torch.zeros(n_pix, D, dtype=colors.dtype, device=device)
-    log_T = torch.zeros(n_pix, dtype=torch.float64, device=device)
-    done = torch.zeros(n_pix, dtype=torch.bool, device=device)
-    log_t_min = math.log(T_THRESHOLD)
-
-    # Chunk boundaries so that no chunk lists more than ~max_pairs bounding-box pixels.
-    r = radii[vis].double()
-    area = (2 * r[:, 0] + 1) * (2 * r[:, 1] + 1)
-    cum = torch.cumsum(area, 0)
-    n_chunks = max(1, math.ceil(float(cum[-1]) / max_pairs)) if len(vis) else 0
-    edges = torch.searchsorted(cum, torch.arange(1, n_chunks, device=device) * max_pairs)
-    bounds = [0, *edges.tolist(), len(vis)]
-
-    for c0, c1 in zip(bounds[:-1], bounds[1:]):
-        ids = vis[c0:c1]
-        if ids.numel() == 0:
-            continue
-        with torch.no_grad():
-            if c0 > 0:  # skip Gaussians whose box only covers finished pixels
-                open_px = (~done).view(height, width).to(torch.int32)
-                sat = torch.nn.functional.pad(open_px.cumsum(0).cumsum(1), (1, 0, 1, 0))
-                xa, xb, ya, yb = _bbox(m2d[ids], radii[ids], width, height)
-                xa, ya = xa.clamp(max=width), ya.clamp(max=height)
-                xb1, yb1 = (xb + 1).clamp(min=0), (yb + 1).clamp(min=0)
-                n_open = sat[yb1, xb1] - sat[ya, xb1] - sat[yb1, xa] + sat[ya, xa]
-                ids = ids[n_open > 0]
-                if ids.numel() == 0:
-                    continue
-            local, pix = _pixel_pairs(m2d, radii, ids, width, height)
-            g = ids[local]
-            centres = torch.stack([pix % width, pix // width], -1).to(m2d.dtype) + 0.5
-            sig = _gauss_power(centres - m2d[g], conics[g].detach())
-            alpha = torch.clamp(opacities[g].detach() * torch.exp(-sig), max=0.999)
-            keep = (sig >= 0) & (alpha >= ALPHA_THRESHOLD) & ~done[pix]
-            local, pix, g, alpha = local[keep], pix[keep], g[keep], alpha[keep]
-            order = torch.argsort(pix * len(ids) + local)
-            pix, g, alpha = pix[order], g[order], alpha[order]
-            l1m = torch.log1p(-alpha).double()
-            t_after = log_T.detach()[pix] + _exclusive_segment_cumsum(l1m, pix) + l1m
-            included = t_after > log_t_min
-            done[pix[~included]] = True
-            pix, g = pix[included], g[included]
-        if pix.numel() == 0:
-            continue
-        # Differentiable pass over the contributing pairs only.
-        centres = torch.stack([pix % width, pix // width], -1).to(means2d.dtype) + 0.5
-        sigma = _gauss_power(centres - means2d[g], conics[g])
-        alpha = torch.clamp(opacities[g] * torch.exp(-sigma), max=0.999)
-        l1m = torch.log1p(-alpha).double()
-        T = torch.exp(log_T[pix] + _exclusive_segment_cumsum(l1m, pix)).to(alpha.dtype)
-        out = out.index_add(0, pix, (alpha * T)[:, None] * colors[g])
-        log_T = log_T.index_add(0, pix, l1m)
-    T_final = torch.exp(log_T).to(colors.dtype)
+    device, dtype = means2d.device, means2d.dtype
+    ntx, nty = -(-width // tile), -(-height // tile)
+    P = tile * tile
+    out = torch.zeros(ntx * nty, P, D, dtype=dtype, device=device)
+    T_final = torch.ones(ntx * nty, P, dtype=dtype, device=device)
+    tiles, starts, lengths, gid = _tile_lists(
+        means2d.detach(), radii, depths.detach(), width, height, tile
+    )
+    if len(tiles):
+        # Pixel centres of every listed tile: [T, P, 2].
+        local = torch.arange(P, device=device)
+        ly, lx = local // tile, local % tile
+        ox, oy = (tiles % ntx) * tile, (tiles // ntx) * tile
+        px = (ox[:, None] + lx[None]).to(dtype) + 0.5
+        py = (oy[:, None] + ly[None]).to(dtype) + 0.5
+        T_run = torch.ones(len(tiles), P, dtype=dtype, device=device)
+        done = torch.zeros(len(tiles), P, dtype=torch.bool, device=device)
+        contrib_rows, contribs = [], []  # summed once at the end (one scatter, not one a chunk)
+        # One packed row per Gaussian: a single gather (and scatter in backward) per batch.
+        packed = torch.cat(
+            [means2d, 0.5 * conics[:, :1], conics[:, 1:2], 0.5 * conics[:, 2:], opacities[:, None],
+             colors], dim=1,
+        )  # fmt: skip
+        rows_per_batch = max(1, max_elems // (P * chunk))
+        for k0 in range(0, int(lengths[0]), chunk):
+            live = torch.nonzero((lengths > k0) & ~done.all(dim=1), as_tuple=False).squeeze(-1)
+            for r0 in range(0, len(live), rows_per_batch):
+                rows = live[r0 : r0 + rows_per_batch]
+                R = len(rows)
+                slot = k0 + torch.arange(chunk, device=device)
+                used = slot[None] < lengths.index_select(0, rows)[:, None]  # [R, C]
+                idx = starts.index_select(0, rows)[:, None] + slot[None]
+                g = gid.index_select(0, torch.where(used, idx, 0).reshape(-1))
+                attr = packed.index_select(0, g).reshape(R, chunk, -1)  # [R, C, F]
+                # [R, P, C] offsets from each pixel centre to each listed Gaussian.
+                dx = px.index_select(0, rows)[:, :, None] - attr[:, None, :, 0]
+                dy = py.index_select(0, rows)[:, :, None] - attr[:, None, :, 1]
+                sigma = (attr[:, None, :, 2] * dx + attr[:, None, :, 3] * dy) * dx + attr[
+                    :, None, :, 4
+                ] * (dy * dy)
+                alpha = torch.clamp(attr[:, None, :, 5] * torch.exp(-sigma), max=0.999)
+                d_rows = done.index_select(0, rows)
+                with torch.no_grad():
+                    valid = (sigma >= 0) & (alpha >= ALPHA_THRESHOLD)
+                    valid &= used[:, None, :] & ~d_rows[:, :, None]
+                a = torch.where(valid, alpha, 0.0)
+                one_minus = 1.0 - a  # >= 0.001, so the division below is safe
+                T_in = T_run.index_select(0, rows)
+                T_incl = torch.cumprod(one_minus, dim=-1) * T_in[:, :, None]
+                with torch.no_grad():
+                    included = T_incl > T_THRESHOLD
+                    stopped = (valid & ~included).any(dim=-1)
+                w = torch.where(included, a * (T_incl / one_minus), 0.0)
+                contrib_rows.append(rows)
+                contribs.append(torch.bmm(w, attr[:, :, 6:]))
+                kept = torch.where(included, one_minus, 1.0)
+                T_run = T_run.index_copy(0, rows, T_in * torch.prod(kept, dim=-1))
+                done = done.index_copy(0, rows, d_rows | stopped)
+        acc = torch.zeros(len(tiles), P, D, dtype=dtype, device=device)
+        acc = acc.index_add(0, torch.cat(contrib_rows), torch.cat(contribs))
+        out = out.index_copy(0, tiles, acc)
+        T_final = T_final.index_copy(0, tiles, T_run)
     if background is not None:
-        out = out + T_final[:, None] * background[None, :]
-    return out.reshape(height, width, D), (1.0 - T_final).reshape(height, width, 1)
+        out = out + T_final[:, :, None] * background
+    # [tiles_y, tiles_x, ty, tx, D] -> image, cropped to the real size.
+    img = (
+        out.reshape(nty, ntx, tile, tile, D)
+        .permute(0, 2, 1, 3, 4)
+        .reshape(nty * tile, ntx * tile, D)[:height, :width]
+    )
+    alpha_img = (
+        (1.0 - T_final)
+        .reshape(nty, ntx, tile, tile)
+        .permute(0, 2, 1, 3)
+        .reshape(nty * tile, ntx * tile, 1)[:height, :width]
+    )
+    return img, alpha_img
 
 
 def rasterize(
