@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from sfm._splits import make_split  # noqa: E402
+from scene.splits import linspace_pick, make_split  # noqa: E402
 from sfm.colmap_ops import set_colmap_log_level  # noqa: E402
 from sfm.converters import (  # noqa: E402
     ViewRecord,
@@ -173,10 +173,14 @@ def prepare_blender(
         elif split_mode == "llff":
             split = make_split(names, "llff", n_views)
         elif split_mode == "auto" and "train" in by_name:
+            # The dataset's own lists; --n_views spreads N views over its training list.
+            train = by_name["train"]
+            if n_views:
+                if n_views > len(train):
+                    raise SceneError(f"--n_views {n_views} but {len(train)} training frames")
+                train = linspace_pick(train, n_views)
             test = by_name.get("test", by_name.get("val", []))
-            split = make_split(
-                names, "custom", n_views, None, {"train": by_name["train"], "test": test}
-            )
+            split = {"protocol": "custom", "n_views": len(train), "train": train, "test": test}
         if split is not None:
             write_split(tmp, split)
     what = (

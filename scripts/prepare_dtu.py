@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from sfm._splits import make_split  # noqa: E402
+from scene.splits import make_split  # noqa: E402
 from sfm.converters import (  # noqa: E402
     copy_images,
     projection_views,

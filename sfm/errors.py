@@ -1,21 +1,13 @@
-"""Error type of the COLMAP stage.
+"""Error types of the COLMAP stage.
 
-Bad input stops with one line naming the file and the fix: scripts print
-``error: <message>`` and exit 1. ``TooFewMatchesError`` carries the per-pair inlier counts
-so callers (and tests) can read them without parsing the message.
+Bad input stops with one line naming the file and the fix (``scene.errors.SceneError``):
+scripts print ``error: <message>`` and exit 1. ``TooFewMatchesError`` also carries the
+per-pair inlier counts, so callers (and tests) can read them without parsing the message.
 """
 
 from __future__ import annotations
 
-try:  # the project's scene error, once scene/errors.py is on main
-    from scene.errors import SceneError
-except ImportError:  # pragma: no cover - temporary until the scene branch is merged
-
-    class SceneError(ValueError):
-        """Bad or inconsistent scene input (missing, corrupt or contradictory files)."""
-
-        def __init__(self, message: str):
-            super().__init__(" ".join(str(message).split()))
+from scene.errors import SceneError
 
 
 class TooFewMatchesError(SceneError):

@@ -14,7 +14,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 
-from sfm._splits import make_split, read_split_json
+from scene.splits import load_split, make_split
 from sfm.colmap_ops import ColmapSettings
 from sfm.errors import SceneError
 from sfm.full_sfm import run_full_sfm
@@ -63,12 +63,15 @@ def run_colmap_stage(req: StageRequest, settings: ColmapSettings) -> list[str]:
         return lines
 
     rec = load_scene_model(scene)
+    has_split = os.path.isfile(os.path.join(scene, "split.json"))
     split = make_split(
         list_images(image_dir),
         req.split_protocol,
         req.n_views,
         req.train_views or None,
-        source_split=read_split_json(scene),
+        None,
+        eval=True,
+        source_split=load_split(scene) if has_split else None,
         where=scene,
     )
     n = len(split["train"])
