@@ -95,6 +95,11 @@ def run_full_sfm(
         raise SceneError(f"{sparse0}: a model exists already; delete sparse/ to redo the SfM")
     if os.path.exists(distorted) and not overwrite:
         raise SceneError(f"{distorted}: exists (earlier SfM run); pass --overwrite to replace it")
+    if src_dir == input_dir and os.path.exists(image_dir) and not overwrite:
+        raise SceneError(
+            f"{image_dir}: exists next to input/ (the photos SfM reads); pass --overwrite to "
+            "replace it with the undistorted images"
+        )
     names = list_images(src_dir)
     if len(names) < 2:
         raise SceneError(f"{src_dir}: SfM needs >= 2 images, found {len(names)}")
@@ -145,6 +150,8 @@ def run_full_sfm(
             # Everything is ready: move it into place (renames only from here on).
             if src_dir == image_dir:
                 os.rename(image_dir, input_dir)
+            elif os.path.exists(image_dir):  # --overwrite: stale images next to input/
+                shutil.rmtree(image_dir)
             os.rename(os.path.join(und, "images"), image_dir)
             os.makedirs(os.path.join(scene_dir, "sparse"), exist_ok=True)
             os.rename(os.path.join(und, "sparse"), sparse0)

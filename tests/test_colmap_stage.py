@@ -226,6 +226,15 @@ def test_full_sfm_refuses_mixed_sizes_under_one_camera(tmp_path):
     assert sorted(os.listdir(scene)) == ["images"]  # nothing written
 
 
+def test_full_sfm_refuses_stale_images_next_to_input(tmp_path):
+    scene = tmp_path / "s"
+    for sub in ("input", "images"):
+        (scene / sub).mkdir(parents=True)
+        Image.new("RGB", (32, 24)).save(scene / sub / "a.png")
+    with pytest.raises(SceneError, match="images: exists next to input/.*--overwrite"):
+        run_full_sfm(str(scene), "images", ColmapSettings())
+
+
 def test_assemble_registered_model_adds_tests_and_drops():
     cams = {1: ColmapCamera(1, "PINHOLE", 100, 80, np.array([90.0, 90, 50, 40]))}
     imgs = {
