@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 
 import numpy as np
-import pycolmap  # noqa: E402, I001
 import pytest
+
+pycolmap = pytest.importorskip("pycolmap")  # absent on the GPU machine
 from PIL import Image
 from scipy.spatial.transform import Rotation
 
