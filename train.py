@@ -8,6 +8,7 @@ point_cloud/iteration_N/point_cloud.ply, chkpnt<N>.pth (when asked), TensorBoard
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -27,6 +28,7 @@ from arguments import (
     PipelineParams,
     ROIParams,
     SparseViewParams,
+    SpeedParams,
 )
 from gaussian.model import GaussianModel
 from gaussian.optim import (
@@ -46,7 +48,7 @@ from scene.errors import SceneError
 from utils.extra_losses import ExtraLosses, build_extra_losses
 from utils.general_utils import pick_device, seed_everything
 from utils.image_utils import psnr
-from utils.loss_utils import fast_ssim, l1_loss
+from utils.loss_utils import fast_ssim, l1_loss, ssim
 from utils.roi import attach_training_priors
 
 # ----------------------------------------------------------------------------- setup
@@ -87,6 +89,7 @@ def compute_losses(
     render_pkg: dict,
     camera,
     opt,
+    ssim_fn=fast_ssim,
     extra: ExtraLosses | None = None,
     iteration: int = 0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -98,7 +101,7 @@ def compute_losses(
     """
     image, gt = render_pkg["render"], camera.original_image
     l1 = l1_loss(image, gt) if extra is None else extra.l1(image, gt, camera, iteration)
-    terms = {"l1_loss": l1, "ssim_loss": 1.0 - fast_ssim(image, gt)}
+    terms = {"l1_loss": l1, "ssim_loss": 1.0 - ssim_fn(image, gt)}
     weights = {"l1_loss": 1.0 - opt.lambda_dssim, "ssim_loss": opt.lambda_dssim}
     if extra is not None:
         for name, (weight, value) in extra.terms(render_pkg, camera, iteration).items():
@@ -153,6 +156,7 @@ def training(
     pipe,
     sparse,
     backend_args,
+    speed,
     testing_iterations: list[int],
     saving_iterations: list[int],
     checkpoint_iterations: list[int],
@@ -203,10 +207,12 @@ def training(
     train_cams = scene.getTrainCameras()
     order = torch.Generator().manual_seed(0)
     view_stack: list[int] = []
+    ssim_fn = ssim if speed.ssim_impl == "torch" else fast_ssim
+    log_every = max(1, speed.log_interval)
     ema_loss = torch.zeros((), device=device)
     progress = tqdm(range(first_iter, opt.iterations), desc="Training progress")
     first_iter += 1
-    iter_start = time.perf_counter()
+    loop_start = iter_start = time.perf_counter()
     for iteration in range(first_iter, opt.iterations + 1):
         set_lr(optimizer, "means", means_lr(iteration))
         if iteration % 1000 == 0:
@@ -220,20 +226,25 @@ def training(
 
         render_pkg = render_step(camera, gaussians, pipe, bg, backend)
         strategy.step_pre_backward(render_pkg, state, iteration)
-        loss, terms = compute_losses(render_pkg, camera, opt, extra_losses, iteration)
+        loss, terms = compute_losses(render_pkg, camera, opt, ssim_fn, extra_losses, iteration)
         loss.backward()
 
         with torch.no_grad():
+            # The loss stays on the device; it is read back once per log interval only.
             ema_loss = 0.4 * loss.detach() + 0.6 * ema_loss
-            if iteration % 10 == 0:
-                progress.set_postfix({"Loss": f"{ema_loss.item():.7f}"})
-                progress.update(10)
+            if speed.sync_every_step:
+                ema_loss = torch.tensor(ema_loss.item(), device=device)
+            if iteration % log_every == 0 or iteration == opt.iterations:
+                values = torch.stack([ema_loss, loss.detach(), *terms.values()]).tolist()
+                progress.set_postfix({"Loss": f"{values[0]:.7f}"})
+                progress.update(iteration - progress.n - first_iter + 1)
+                if tb_writer is not None:
+                    elapsed = (time.perf_counter() - iter_start) * 1000.0 / log_every
+                    iter_start = time.perf_counter()
+                    log_training(tb_writer, iteration, values[1], dict(zip(terms, values[2:])),
+                                 elapsed, gaussians)  # fmt: skip
             if iteration == opt.iterations:
                 progress.close()
-            if tb_writer is not None and (iteration % 10 == 0 or iteration in testing_iterations):
-                elapsed = (time.perf_counter() - iter_start) * 1000.0 / 10
-                iter_start = time.perf_counter()
-                log_training(tb_writer, iteration, loss, terms, elapsed, gaussians)
             if iteration in testing_iterations:
                 evaluate(
                     tb_writer, iteration, scene, gaussians, pipe, background, backend,
@@ -262,19 +273,47 @@ def training(
                     ),
                     os.path.join(args.model_path, f"chkpnt{iteration}.pth"),
                 )
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    loop_seconds = time.perf_counter() - loop_start
+    n_iters = opt.iterations - first_iter + 1
+    write_summary(args.model_path, loop_seconds, n_iters, gaussians, backend, device)
     if tb_writer is not None:
         tb_writer.close()
     return gaussians
 
 
+def write_summary(model_path, seconds, iterations, gaussians, backend, device) -> None:
+    """training_summary.json: loop time, speed, memory, size (read by bench/train_speed.py)."""
+    summary = {
+        "loop_seconds": round(seconds, 3),
+        "iterations": iterations,
+        "it_per_s": round(iterations / max(seconds, 1e-9), 2),
+        "num_gaussians": gaussians.num_gaussians,
+        "backend": backend,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "peak_mem_mib": round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+        if device.type == "cuda"
+        else None,
+    }
+    print(f"\n[train] {iterations} iterations in {seconds:.1f} s ({summary['it_per_s']} it/s), "
+          f"{summary['num_gaussians']} Gaussians")  # fmt: skip
+    path = os.path.join(model_path, "training_summary.json")
+    with open(path + ".tmp", "w") as f:
+        json.dump(summary, f, indent=2)
+    os.replace(path + ".tmp", path)
+
+
 # ----------------------------------------------------------------------------- logging
 
 
-def log_training(tb_writer, iteration, loss, terms, elapsed_ms, gaussians) -> None:
+def log_training(tb_writer, iteration, loss: float, terms: dict[str, float], elapsed_ms,
+                 gaussians) -> None:  # fmt: skip
     for name, value in terms.items():
-        tb_writer.add_scalar(f"train_loss_patches/{name}", value.item(), iteration)
-    tb_writer.add_scalar("train_loss_patches/total_loss", loss.item(), iteration)
+        tb_writer.add_scalar(f"train_loss_patches/{name}", value, iteration)
+    tb_writer.add_scalar("train_loss_patches/total_loss", loss, iteration)
     tb_writer.add_scalar("iter_time", elapsed_ms, iteration)
+    tb_writer.add_scalar("total_points", gaussians.num_gaussians, iteration)
 
 
 @torch.no_grad()
@@ -322,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     pp = PipelineParams(parser)
     sp = SparseViewParams(parser)
     bp = BackendParams(parser)
+    sp2 = SpeedParams(parser)
     rp = ROIParams(parser)
     dp = DensifyParams(parser)
     zp = DepthPriorParams(parser)
@@ -345,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
             pp.extract(args),
             sp.extract(args),
             bp.extract(args),
+            sp2.extract(args),
             args.test_iterations,
             args.save_iterations,
             args.checkpoint_iterations,
