@@ -127,12 +127,12 @@ def build_method(
 ) -> tuple[Strategy, ExtraLosses | None, StepSchedule | None]:
     """Strategy, extra loss terms and step schedule for the ROI / densification / depth
     flags (``method``: their values, or None). With every such flag off this is 3DGS:
-    ``DefaultStrategy.from_opt``, no extra terms, a step every iteration."""
+    ``DefaultStrategy.from_opt``, no extra terms, a step every iteration. The priors must
+    already be attached (``attach_training_priors``)."""
     roi = getattr(method, "roi", None)
     densify = getattr(method, "densify", None)
     depth = getattr(method, "depth", None)
     train_cams = scene.getTrainCameras()
-    attach_training_priors(train_cams, scene.source_path, roi, depth)
     gate = None
     if roi is not None and roi.use_mask:
         points = torch.as_tensor(scene.point_cloud.points, dtype=torch.float32)
@@ -171,6 +171,11 @@ def training(
     backend = resolve_backend(backend_args.backend, device)
     # The scene is read and checked before anything is written: bad input leaves no folder.
     scene = Scene(dataset, sparse, device=device)
+    # Priors the ROI / depth flags ask for: read (and checked) before anything is written.
+    attach_training_priors(
+        scene.getTrainCameras(), scene.source_path, getattr(method, "roi", None),
+        getattr(method, "depth", None),
+    )  # fmt: skip
     created = not os.path.isdir(args.model_path) if args.model_path else True
     try:
         tb_writer = prepare_output_and_logger(args)

@@ -56,3 +56,15 @@ def test_short_cpu_run_with_every_flag(scene_dir: Path, tmp_path: Path, capsys):
     argv += ["--save_iterations", "24", "--start_checkpoint", str(model / "chkpnt18.pth")]
     assert train_main(argv + ALL_FLAGS) == 0
     assert (resumed / "point_cloud" / "iteration_24" / "point_cloud.ply").is_file()
+
+
+def test_use_mask_without_pure_masks_stops_before_writing(scene_dir: Path, tmp_path: Path, capsys):
+    bare = tmp_path / "bare"
+    shutil.copytree(scene_dir, bare, ignore=shutil.ignore_patterns("pure_masks"))
+    model = tmp_path / "model"
+    argv = ["-s", str(bare), "-m", str(model), "--eval", "--split_protocol", "custom",
+            "--backend", "torch", "--data_device", "cpu", "--iterations", "2"]  # fmt: skip
+    argv.append("--use_mask")
+    assert train_main(argv) == 1
+    assert "pure_masks" in capsys.readouterr().err
+    assert not model.exists()

@@ -7,8 +7,8 @@
   (sum w|pred - gt| / sum w with the view's ``priors["roi_weight"]``, utils/roi.py) for
   views that have an ROI; SSIM stays unweighted, as in roigs;
 - ``terms``: extra named terms with their weights: ``lpdr`` (utils/lpdr.py), ``depth_ssi``
-  and ``depth_pearson`` (utils/depth_losses.py, each inside its iteration window and only
-  for views with a depth prior).
+  and ``depth_pearson`` (utils/depth_losses.py, each inside its iteration window, only for
+  views with a depth prior, over the pixels whose rendered alpha exceeds 0.5).
 """
 
 from __future__ import annotations
@@ -65,12 +65,15 @@ class ExtraLosses:
         prior = camera.priors.get("depth")
         if prior is not None:
             depth = render_pkg["depth"]
+            # Expected depth means nothing where almost nothing is rendered.
+            covered = render_pkg["alpha"].detach() > 0.5
             lo, hi = self.depth_ssi_window
             if self.lambda_depth_ssi > 0 and lo <= iteration < hi:
-                out["depth_ssi"] = (self.lambda_depth_ssi, ssi_depth_loss(depth, prior))
+                value = ssi_depth_loss(depth, prior, covered)
+                out["depth_ssi"] = (self.lambda_depth_ssi, value)
             lo, hi = self.depth_pearson_window
             if self.lambda_depth_pearson > 0 and lo <= iteration < hi:
-                value = pearson_patch_loss(depth, prior, self.depth_patch_size)
+                value = pearson_patch_loss(depth, prior, self.depth_patch_size, covered)
                 out["depth_pearson"] = (self.lambda_depth_pearson, value)
         return out
 
