@@ -44,7 +44,19 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MARKER = ".segsplat_maryrose_roi.json"
-DEFAULT_DATA = Path(os.environ.get("SEGSPLAT_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+def default_data() -> Path:
+    """$SEGSPLAT_DATA, else shared/data inside the checkout or next to it."""
+    if os.environ.get("SEGSPLAT_DATA"):
+        return Path(os.environ["SEGSPLAT_DATA"])
+    for cand in (REPO_ROOT / "shared" / "data", REPO_ROOT.parent / "shared" / "data"):
+        if cand.is_dir():
+            return cand
+    return REPO_ROOT.parent / "shared" / "data"
+
+
+DEFAULT_DATA = default_data()
 
 CONFIGS: dict[str, list[str]] = {
     "3dgs": [],
@@ -232,11 +244,11 @@ def target_lines(rows: dict[str, dict]) -> list[str]:
         psnr_ok = None
         if r["PSNR_masked"] is not None and base["PSNR_masked"] is not None:
             psnr_ok = r["PSNR_masked"] >= base["PSNR_masked"]
-        fewer = 1.0 - r["gaussians"] / base["gaussians"]
+        change = r["gaussians"] / base["gaussians"] - 1.0
         out.append(
             f"- {name}: PSNR in mask >= 3DGS: {'yes' if psnr_ok else 'no'}; "
-            f"Gaussians {100 * fewer:.1f}% fewer (target >= 30%): "
-            f"{'yes' if fewer >= 0.3 else 'no'}; not slower: "
+            f"Gaussians {100 * change:+.1f}% vs 3DGS (target <= -30%): "
+            f"{'yes' if change <= -0.3 else 'no'}; training loop not slower: "
             f"{'yes' if r['train_s'] <= base['train_s'] else 'no'}"
         )
     return out

@@ -57,7 +57,7 @@ def test_table_targets_and_results_append(tmp_path: Path):
         "| mask | `--use_mask` | 18.00 | 0.6000 | 22.50 | 0.9100 | 600 | -40.0% | 50.0 |" in table
     )
     (line,) = mr.target_lines(rows)
-    assert "PSNR in mask >= 3DGS: yes" in line and "40.0% fewer" in line
+    assert "PSNR in mask >= 3DGS: yes" in line and "-40.0% vs 3DGS (target <= -30%): yes" in line
     assert "not slower: yes" in line
     results = tmp_path / "RESULTS.md"
     results.write_text("# Results\n\nold\n")
