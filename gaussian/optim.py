@@ -76,7 +76,8 @@ def build_optimizer(
     Keys without an entry in ``lrs`` are an error: a new learnable per-Gaussian tensor must
     say how fast it learns.
     """
-    names = list(model.params) if keys is None else [k for k in model.params if k in set(keys)]
+    wanted = set(model.params) if keys is None else set(keys)
+    names = [k for k in model.params if k in wanted]
     missing = set(names) - set(lrs)
     if missing:
         raise KeyError(f"no learning rate for parameter(s) {sorted(missing)}")
@@ -103,14 +104,6 @@ class OptimizerSet:
     @property
     def param_groups(self) -> list[dict]:
         return [g for o in self.members.values() for g in o.param_groups]
-
-    def owner(self, name: str) -> tuple[torch.optim.Optimizer, dict]:
-        """The member optimizer and param group of parameter key ``name``."""
-        for o in self.members.values():
-            for g in o.param_groups:
-                if g["name"] == name:
-                    return o, g
-        raise KeyError(name)
 
     def step(self) -> None:
         for o in self.members.values():

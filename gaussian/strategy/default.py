@@ -29,6 +29,7 @@ import torch
 
 from gaussian import ops
 from gaussian.model import GaussianModel
+from gaussian.optim import AnyOptimizer
 from gaussian.strategy.base import Strategy
 from gaussian.strategy.roi import ROIGate
 from utils.general_utils import inverse_sigmoid
@@ -161,7 +162,9 @@ class DefaultStrategy(Strategy):
             state[key] = torch.zeros(model.num_gaussians, device=model.device)
         return {"clone": n_clone, "split": n_split, "prune": n_prune}
 
-    def prune(self, model: GaussianModel, optimizer, state: dict, step: int, camera=None) -> int:
+    def prune(
+        self, model: GaussianModel, optimizer: AnyOptimizer, state: dict, step: int, camera=None
+    ) -> int:
         """3DGS pruning (low opacity; after the first reset, large in world space), plus the
         ROI gate's pruning when it acts. Returns how many Gaussians went."""
         roi_prune = None
