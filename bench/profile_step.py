@@ -39,7 +39,8 @@ from utils.loss_utils import fast_ssim, load_fused_ssim  # noqa: E402
 def main() -> int:
     parser = ArgumentParser(description=__doc__)
     lp, op, pp = ModelParams(parser), OptimizationParams(parser), PipelineParams(parser)
-    sp, bp, spd = SparseViewParams(parser), BackendParams(parser), SpeedParams(parser)
+    sp, bp = SparseViewParams(parser), BackendParams(parser)
+    SpeedParams(parser)  # accepted for command-line compatibility with train.py
     parser.add_argument("--warmup", type=int, default=300)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--rows", type=int, default=25)
