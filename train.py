@@ -48,7 +48,7 @@ from scene.errors import SceneError
 from utils.extra_losses import ExtraLosses, build_extra_losses
 from utils.general_utils import pick_device, seed_everything
 from utils.image_utils import psnr
-from utils.loss_utils import fast_ssim, l1_loss, ssim
+from utils.loss_utils import fast_ssim, l1_loss, load_fused_ssim, ssim
 from utils.roi import attach_training_priors
 
 # ----------------------------------------------------------------------------- setup
@@ -213,6 +213,8 @@ def training(
     order = torch.Generator().manual_seed(0)
     view_stack: list[int] = []
     ssim_fn = ssim if speed.ssim_impl == "torch" else fast_ssim
+    if ssim_fn is fast_ssim and device.type == "cuda":
+        load_fused_ssim(device)  # build/load the CUDA kernel now, not inside the timed loop
     log_every = max(1, speed.log_interval)
     ema_loss = torch.zeros((), device=device)
     progress = tqdm(range(first_iter, opt.iterations), desc="Training progress")

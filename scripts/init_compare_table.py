@@ -29,12 +29,13 @@ def section(title: str, rows: list[tuple[str, dict]], colmap: dict | None, note:
             f"track length {m['mean_track_length']:.2f}."
         )
         lines.append("")
-    lines += ["| init | PSNR | SSIM | LPIPS |", "|---|---|---|---|"]
+    # LPIPS only when every run has it (metrics.py leaves it out without real weights).
+    lpips = all("LPIPS" in r for _, r in rows)
+    lines += ["| init | PSNR | SSIM |" + (" LPIPS |" if lpips else ""),
+              "|---|---|---|" + ("---|" if lpips else "")]  # fmt: skip
     for label, r in rows:
-        lines.append(
-            f"| {label} | {r.get('PSNR', float('nan')):.2f} | {r.get('SSIM', float('nan')):.4f} "
-            f"| {r.get('LPIPS', float('nan')):.4f} |"
-        )
+        cells = f"| {label} | {r['PSNR']:.2f} | {r['SSIM']:.4f} |"
+        lines.append(cells + (f" {r['LPIPS']:.4f} |" if lpips else ""))
     lines += ["", note, ""]
     return "\n".join(lines)
 

@@ -7,6 +7,8 @@ import os
 
 import numpy as np
 import pytest
+
+pytest.importorskip("pycolmap")  # the converters undistort through pycolmap
 from PIL import Image
 from scipy.spatial.transform import Rotation
 
