@@ -1,7 +1,8 @@
-"""A short CPU training run of train.py with every roigs flag on (ROI gate and pruning,
-ROI-weighted L1, LPDR, Improved-GS with its optimizer set and multi-step schedule, both
-depth losses), on the tiny demo scene with its ground-truth depth standing in for Depth
-Pro; then a resume from a checkpoint (the optimizer set's state round trip)."""
+"""A short training run of train.py (CPU; the same with gsplat on the GPU) with every roigs
+flag on (ROI gate and pruning, ROI-weighted L1, LPDR, Improved-GS with its optimizer set and
+multi-step schedule, both depth losses), on the tiny demo scene with its ground-truth depth
+standing in for Depth Pro; then a resume from a checkpoint (the optimizer set's state round
+trip)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import requires_cuda
 
 pytest.importorskip("scene.priors", reason="needs the prior loader (scene/priors.py)")
 
@@ -39,10 +41,17 @@ def scene_dir(tmp_path_factory) -> Path:
     return out
 
 
-def test_short_cpu_run_with_every_flag(scene_dir: Path, tmp_path: Path, capsys):
+@pytest.mark.parametrize(
+    "backend",
+    ["torch", pytest.param("gsplat", marks=[pytest.mark.gpu, requires_cuda])],
+)
+def test_short_run_with_every_flag(backend: str, scene_dir: Path, tmp_path: Path, capsys):
+    if backend == "gsplat":
+        pytest.importorskip("gsplat")
+    device = "cpu" if backend == "torch" else "cuda"
     model = tmp_path / "model"
     common = ["-s", str(scene_dir), "-m", str(model), "--eval", "--split_protocol", "custom",
-              "--backend", "torch", "--data_device", "cpu", "--iterations", "24",
+              "--backend", backend, "--data_device", device, "--iterations", "24",
               "--test_iterations", "0", "--position_lr_max_steps", "24"]  # fmt: skip
     argv = common + ["--save_iterations", "24", "--checkpoint_iterations", "18"] + ALL_FLAGS
     assert train_main(argv) == 0
