@@ -86,8 +86,12 @@ def compute_losses(
     return total, terms
 
 
-def optimizer_step(optimizer: torch.optim.Optimizer) -> None:
-    optimizer.step()
+def optimizer_step(optimizer: torch.optim.Optimizer, visible: torch.Tensor | None = None) -> None:
+    """Adam step (selective when ``visible`` is given), then clear the gradients."""
+    if visible is None:
+        optimizer.step()
+    else:
+        optimizer.step(visible=visible)
     optimizer.zero_grad(set_to_none=True)
 
 
@@ -123,7 +127,10 @@ def training(
         raise
     print(f"Backend: {backend} on {device}")
 
-    optimizer = build_optimizer(gaussians, default_learning_rates(opt, scene.cameras_extent))
+    sparse_adam = opt.optimizer_type == "sparse_adam"
+    optimizer = build_optimizer(
+        gaussians, default_learning_rates(opt, scene.cameras_extent), flat=sparse_adam or None
+    )
     means_lr = expon_lr(
         opt.position_lr_init * scene.cameras_extent,
         opt.position_lr_final * scene.cameras_extent,
@@ -137,7 +144,9 @@ def training(
     if checkpoint:
         saved, first_iter = torch.load(checkpoint, map_location=device, weights_only=False)
         gaussians = GaussianModel.restore(saved["model"], device)
-        optimizer = build_optimizer(gaussians, default_learning_rates(opt, scene.cameras_extent))
+        optimizer = build_optimizer(
+            gaussians, default_learning_rates(opt, scene.cameras_extent), flat=sparse_adam or None
+        )
         optimizer.load_state_dict(saved["optimizer"])
         state = {k: v.to(device) if torch.is_tensor(v) else v for k, v in saved["state"].items()}
 
@@ -200,7 +209,9 @@ def training(
                     ),
                 )
             strategy.step_post_backward(gaussians, optimizer, state, iteration, render_pkg, camera)
-            optimizer_step(optimizer)
+            # After a densification step the parameters are new tensors without gradients,
+            # so the step below does nothing (as upstream) and the stale mask is never used.
+            optimizer_step(optimizer, render_pkg["visibility_filter"] if sparse_adam else None)
             if iteration in checkpoint_iterations:
                 print(f"\n[ITER {iteration}] Saving Checkpoint")
                 torch.save(

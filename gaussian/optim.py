@@ -112,7 +112,10 @@ class FlatAdam(torch.optim.Optimizer):
         return m, v
 
     @torch.no_grad()
-    def step(self, closure=None):
+    def step(self, closure=None, visible: torch.Tensor | None = None):
+        """One Adam step. ``visible`` [N] bool makes it selective ("sparse Adam" of
+        Taming-3DGS and 3DGS's ``--optimizer_type sparse_adam``): Gaussians outside the view
+        keep their parameters and moments untouched this step."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -128,12 +131,22 @@ class FlatAdam(torch.optim.Optimizer):
         params = [p for g in groups for p in g["params"] if p.grad is not None]
         m, v = self._flat_buffers(params)
         grad = torch.cat([p.grad.reshape(-1) for p in params])
+        mask = None
+        if visible is not None:
+            mask = torch.cat([visible[:, None].expand(len(p), p[0].numel()).reshape(-1)
+                              for p in params])  # fmt: skip
+            m_old, v_old = m.clone(), v.clone()
         m.lerp_(grad, 1.0 - beta1)
         v.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
+        if mask is not None:
+            torch.where(mask, m, m_old, out=m)
+            torch.where(mask, v, v_old, out=v)
         step = float(self.state[params[0]]["step"]) + 1.0
         bc1, bc2 = 1.0 - beta1**step, 1.0 - beta2**step
         update = (v / bc2).sqrt_().add_(eps)
         torch.div(m, update, out=update)
+        if mask is not None:
+            update.masked_fill_(~mask, 0.0)
         start = 0
         for group in groups:
             for p in group["params"]:
@@ -153,7 +166,8 @@ def build_optimizer(
 ) -> torch.optim.Optimizer:
     """Adam over every key of ``model.params`` (eps 1e-15 as 3DGS).
 
-    ``FlatAdam`` on CUDA (same update, far fewer idle SMs), torch's foreach Adam elsewhere.
+    ``FlatAdam`` on CUDA (same update, far fewer idle SMs) or when ``flat`` is True (needed
+    for selective updates), torch's foreach Adam otherwise.
     Keys without an entry in ``lrs`` are an error: a new learnable per-Gaussian tensor must
     say how fast it learns.
     """
