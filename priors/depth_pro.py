@@ -128,6 +128,12 @@ def load_depth_pro(
         try:
             model, info = DepthProForDepthEstimation.from_pretrained(src, output_loading_info=True)
         except Exception as e:
+            if "mismatch" in str(e).lower():  # transformers refuses differently shaped weights
+                raise PriorError(
+                    f"{src}: the weights do not match config.json (differently shaped "
+                    f"layers); re-download {DEPTH_FILES} together from "
+                    f"{HUB_PAGE.format('apple/DepthPro-hf')}"
+                ) from e
             hint = (
                 f"check that the folder holds {DEPTH_FILES}"
                 if local
@@ -282,6 +288,11 @@ def run_predepth(scene: str, args: Namespace, runner: DepthProRunner) -> int:
             h, w = image.shape[:2]
             model_f = float("nan") if fov is None else focal_from_fov(float(fov[i]), w)
             f, source = (focals[name], "colmap") if name in focals else (model_f, "model")
+            if not (np.isfinite(f) and f > 0):
+                raise PriorError(
+                    f"{name}: the model's field of view ({float(fov[i]):.3g} deg) gives no "
+                    f"usable focal length; give COLMAP intrinsics ({args.sparse}) for it"
+                )
             depth = metric_depth(inv[i], h, w, f)
             base = os.path.join(out_dir, name)
             save_npy(base + ".npy", depth)

@@ -16,6 +16,7 @@ from priors.classical import classical_masks, fill_holes, grabcut_roi, nest_labe
 from priors.extract import save_roi_mask
 from priors.io import load_rgb
 from priors.masks import MaskSet, label_map, load_mask_set, remove_small_regions, save_mask_set
+from priors.prompts import ClickState, overlay, parse_prompts
 
 
 def _maryrose_scene(tmp_path, names=("IMG_9669", "IMG_9700"), size=432):
@@ -172,3 +173,57 @@ def test_extract_mask_cli_bad_input(tmp_path, capsys):
     # An explicit checkpoint that does not exist.
     assert extract_mask.main(base[:-2] + ["--backend", "sam2", "--sam_ckpt", "x.pt"]) == 1
     assert "x.pt: no such checkpoint file" in capsys.readouterr().err
+
+
+def test_click_state_and_overlay():
+    st = ClickState()
+    st.add(3, 4, 1)
+    st.add(10, 2, 0)
+    st.undo()
+    st.add(5.5, 6, 0)
+    p = st.prompt("a.jpg")
+    assert p.points.tolist() == [[3.0, 4.0], [5.5, 6.0]] and p.labels.tolist() == [1, 0]
+    st.clear()
+    assert st.prompt("a.jpg").points.shape == (0, 2)
+    img = np.zeros((20, 20, 3), np.uint8)
+    m = np.zeros((20, 20), bool)
+    m[5:15, 5:15] = True
+    ov = overlay(img, m, None)
+    assert ov.shape == img.shape and ov[10, 10, 0] > 0 and ov[0, 0].sum() == 0
+
+
+def test_dataset_root_processes_every_scene(tmp_path):
+    rng = np.random.default_rng(0)
+    for s in ("a", "b/c"):
+        (tmp_path / s / "images").mkdir(parents=True)
+        im = (rng.random((48, 64, 3)) * 40).astype(np.uint8)
+        im[10:40, 10:40] += 150  # one clear region
+        Image.fromarray(im).save(tmp_path / s / "images" / "x.png")
+    argv = ["--dataset_root", str(tmp_path), "--backend", "classical", "--min_area", "50"]
+    assert extract_mask.main(argv + ["--device", "cpu"]) == 0
+    assert (tmp_path / "a" / "masks" / "x.npz").is_file()
+    assert (tmp_path / "b" / "c" / "masks" / "x.npz").is_file()
+    assert extract_mask.main(["--dataset_root", str(tmp_path / "nope")]) == 1
+
+
+def test_prompt_file_forms_and_validation():
+    sizes = {"a.jpg": (100, 50), "sub/b.png": (40, 40)}
+    ps = parse_prompts(
+        {"A.JPG": [{"points": [[1, 2]]}, {"box": [0, 0, 10, 10], "obj_id": 2}]}, sizes
+    )
+    assert [p.image for p in ps] == ["a.jpg", "a.jpg"] and ps[0].labels.tolist() == [1]
+    assert ps[1].obj_id == 2 and ps[1].box.tolist() == [0, 0, 10, 10]
+    ps = parse_prompts([{"image": "b.png", "points": [[1, 1], [2, 2]], "labels": [1, 0]}], sizes)
+    assert ps[0].image == "sub/b.png"  # unique file name without its folder
+    bad = [
+        ({"prompts": [{"image": "a.jpg"}]}, "neither points nor a box"),
+        ({"prompts": [{"image": "a.jpg", "points": [[1, 1]], "labels": [2]}]}, "labels must"),
+        ({"prompts": [{"image": "a.jpg", "points": [[1, 1]], "labels": [1, 0]}]}, "2 labels"),
+        ({"prompts": [{"image": "a.jpg", "box": [10, 10, 5, 20]}]}, "box"),
+        ({"prompts": [{"image": "a.jpg", "box": [0, 0, 101, 20]}]}, "leaves the 100x50"),
+        ({"prompts": []}, "no prompts"),
+        ("text", "expected"),
+    ]
+    for data, msg in bad:
+        with pytest.raises(PriorError, match=msg):
+            parse_prompts(data, sizes)
