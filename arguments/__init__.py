@@ -201,3 +201,31 @@ def get_combined_args(parser: ArgumentParser, argv: list[str] | None = None) -> 
         if value is not None:
             merged[key] = value
     return Namespace(**merged)
+
+
+class MetricsParams(ParamGroup):
+    """metrics.py: which renders to score and how LPIPS is obtained."""
+
+    _help = {
+        "split": "score <model>/test (writes results.json, per_view.json) or <model>/train "
+        "(writes results_train.json, per_view_train.json)",
+        "lpips_net": "LPIPS backbone: vgg (3DGS convention) or alex",
+        "lpips_weights": "folder holding the LPIPS weights (vgg16-397923af.pth + vgg.pth, or "
+        "alexnet-owt-7be5be79.pth + alex.pth); also searched: ~/.cache/segsplat/lpips and "
+        "$TORCH_HOME/hub/checkpoints",
+        "lpips_3dgs_inputs": "feed [0,1] images to LPIPS unchanged, as the original 3DGS "
+        "metrics.py did, to compare with published 3DGS numbers (standard LPIPS maps "
+        "them to [-1,1])",
+        "lpips_no_download": "never try to download missing LPIPS weights",
+        "device": "cuda (falls back to the CPU when unavailable) or cpu",
+    }
+    _choices = {"split": ["test", "train"], "lpips_net": ["vgg", "alex"]}
+
+    def __init__(self, parser: ArgumentParser):
+        self.split = "test"
+        self.lpips_net = "vgg"
+        self.lpips_weights = ""
+        self.lpips_3dgs_inputs = False
+        self.lpips_no_download = False
+        self.device = "cuda"
+        super().__init__(parser, "Metrics Parameters")

@@ -1,0 +1,135 @@
+"""``render()``: one view of the Gaussians through a chosen backend, returned as a dict.
+
+Rendering contract (both backends, same semantics):
+
+================== ============== ==============================================
+key                shape          meaning
+================== ============== ==============================================
+render             [3, H, W]      RGB composited on ``bg_color``
+depth              [1, H, W]      expected camera z-depth (sum w z / sum w)
+alpha              [1, H, W]      accumulated opacity
+features           [C, H, W]      extra per-Gaussian channels, when ``features`` given
+viewspace_points   [..., N, 2]    projected means (pixels), gradients retained by the
+                                  strategy; ``.grad`` feeds densification
+visibility_filter  [N] bool       projected inside the image
+radii              [N] int        screen radius in pixels (max over axes), 0 = culled
+width, height      int
+================== ============== ==============================================
+
+A per-Gaussian value ``v`` passed as a feature channel renders to
+``sum_g v_g alpha_g T_g``, with exact gradients: per-Gaussian blending-weight sums
+(mask-visibility loss, edge-weighted importance) need no custom kernel.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from gaussian.model import GaussianModel
+from utils.sh_utils import eval_sh
+
+BACKENDS = ("auto", "gsplat", "torch")
+
+
+def gsplat_available() -> bool:
+    try:
+        import gsplat  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """``auto`` -> gsplat on CUDA when installed, torch otherwise."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+    if backend == "auto":
+        return "gsplat" if device.type == "cuda" and gsplat_available() else "torch"
+    if backend == "gsplat":
+        if device.type != "cuda":
+            raise ValueError("the gsplat backend needs CUDA tensors; use --backend torch on CPU")
+        if not gsplat_available():
+            raise ImportError("gsplat is not installed: pip install gsplat==1.5.3")
+    return backend
+
+
+def sh_colors(pc: GaussianModel, camera_center: torch.Tensor) -> torch.Tensor:
+    """View-dependent RGB of every Gaussian in PyTorch ([N, 3], clamped at 0 like 3DGS)."""
+    dirs = torch.nn.functional.normalize(pc.get_xyz - camera_center, dim=-1)
+    rgb = eval_sh(pc.active_sh_degree, pc.get_features, dirs)
+    return torch.clamp_min(rgb + 0.5, 0.0)
+
+
+def _check_finite(pc: GaussianModel) -> None:
+    for name, p in pc.params.items():
+        if not torch.isfinite(p).all():
+            raise FloatingPointError(f"parameter {name} holds NaN/Inf before rasterization")
+
+
+def render(
+    viewpoint_camera,
+    pc: GaussianModel,
+    pipe,
+    bg_color: torch.Tensor,  # [3]
+    scaling_modifier: float = 1.0,
+    features: torch.Tensor | None = None,  # [N, C] extra channels to splat
+    backend: str = "auto",
+    override_color: torch.Tensor | None = None,  # [N, 3] colours instead of SH
+    packed: bool = False,
+    absgrad: bool = False,
+) -> dict:
+    """Render ``viewpoint_camera`` (a ``scene.cameras.Camera``). See the module docstring."""
+    if getattr(pipe, "debug", False):
+        _check_finite(pc)
+    backend = resolve_backend(backend, pc.device)
+    width, height = viewpoint_camera.image_width, viewpoint_camera.image_height
+    antialiased = bool(getattr(pipe, "antialiasing", False))
+    scales = pc.get_scaling * scaling_modifier
+    covars = None
+    if getattr(pipe, "compute_cov3D_python", False):
+        from utils.graphics_utils import covariance_from_scale_rot
+
+        covars = covariance_from_scale_rot(scales, pc.params["quats"])
+    n_feat = 0 if features is None else features.shape[-1]
+
+    if backend == "torch":
+        if absgrad:
+            raise ValueError("absgrad is only available with the gsplat backend")
+        rgb = (
+            override_color
+            if override_color is not None
+            else sh_colors(pc, viewpoint_camera.camera_center)
+        )
+        colors = rgb if features is None else torch.cat([rgb, features], dim=-1)
+        bg = torch.cat([bg_color, bg_color.new_zeros(n_feat)])
+        from gaussian_renderer.torch_backend import rasterize
+
+        img, alpha, meta = rasterize(
+            pc.get_xyz, pc.params["quats"], scales, pc.get_opacity, colors,
+            viewpoint_camera.viewmat, viewpoint_camera.K, width, height, background=bg,
+            antialiased=antialiased, covars=covars,
+        )  # fmt: skip
+        means2d, radii = meta["means2d"], meta["radii"]
+    else:
+        from gaussian_renderer.gsplat_backend import rasterize_gsplat
+
+        img, alpha, means2d, radii = rasterize_gsplat(
+            viewpoint_camera, pc, pipe, bg_color, scales, covars, features, override_color,
+            packed=packed, absgrad=absgrad, antialiased=antialiased,
+        )  # fmt: skip
+
+    img = img.permute(2, 0, 1)  # [D, H, W]
+    radii_max = radii.max(dim=-1).values if radii.dim() > 1 else radii
+    out = {
+        "render": img[:3],
+        "depth": img[-1:],
+        "alpha": alpha.permute(2, 0, 1),
+        "viewspace_points": means2d,
+        "visibility_filter": radii_max > 0,
+        "radii": radii_max,
+        "width": width,
+        "height": height,
+    }
+    if features is not None:
+        out["features"] = img[3 : 3 + n_feat]
+    return out

@@ -120,6 +120,14 @@ def _read(f, fmt: str):
     return struct.unpack("<" + fmt, data)
 
 
+def _read_bytes(f, n: int) -> bytes:
+    """Exactly ``n`` bytes; a corrupt count larger than the rest of the file fails before
+    anything is allocated."""
+    if n > os.fstat(f.fileno()).st_size - f.tell():
+        raise ValueError(f"{f.name}: file ends early (truncated or corrupt COLMAP model)")
+    return f.read(n)
+
+
 def read_cameras_binary(path: str) -> dict[int, ColmapCamera]:
     cams = {}
     with open(path, "rb") as f:
@@ -147,11 +155,8 @@ def read_images_binary(path: str) -> dict[int, ColmapImage]:
                     raise ValueError(f"{path}: file ends inside an image name")
                 name += c
             (n_pts,) = _read(f, "Q")
-            data = np.frombuffer(
-                f.read(24 * n_pts), dtype=np.dtype([("xy", "<f8", 2), ("id", "<i8")])
-            )
-            if len(data) != n_pts:
-                raise ValueError(f"{path}: file ends early (truncated or corrupt COLMAP model)")
+            raw = _read_bytes(f, 24 * n_pts)
+            data = np.frombuffer(raw, dtype=np.dtype([("xy", "<f8", 2), ("id", "<i8")]))
             images[image_id] = ColmapImage(
                 image_id,
                 np.array(qvec),
@@ -171,9 +176,8 @@ def read_points3D_binary(path: str) -> dict[int, ColmapPoint3D]:
         for _ in range(n):
             props = _read(f, "QdddBBBd")
             (track_len,) = _read(f, "Q")
-            track = np.frombuffer(f.read(8 * track_len), dtype="<i4").reshape(-1, 2)
-            if len(track) != track_len:
-                raise ValueError(f"{path}: file ends early (truncated or corrupt COLMAP model)")
+            raw = _read_bytes(f, 8 * track_len)
+            track = np.frombuffer(raw, dtype="<i4").reshape(-1, 2)
             points[props[0]] = ColmapPoint3D(
                 props[0],
                 np.array(props[1:4]),

@@ -42,6 +42,12 @@ class CameraInfo:
     image_path: str  # absolute path of the full-resolution image
     image_name: str  # relative to the images folder, with extension
     mask_path: str | None = None  # object mask for evaluation (masks_object/), if any
+    # OpenCV distortion (k1, k2, p1, p2[, k3]) of the image on disk, removed when the image
+    # is loaded (instant-ngp/nerfstudio transforms); None for undistorted images.
+    distortion: np.ndarray | None = None
+    # How many times smaller the image on disk is than the capture's full resolution
+    # (LLFF images_8/ read as the base folder: 8). ``-r N`` then downscales by N / downscale.
+    downscale: float = 1.0
 
     @property
     def image_stem(self) -> str:
@@ -66,4 +72,10 @@ class SceneInfo:
     # Per-point lists of the image names that observe it (COLMAP tracks), aligned with
     # point_cloud.points; lets sparse-view runs keep points seen by >= 2 training views.
     point_tracks: list[list[str]] | None = None
-    extras: dict = field(default_factory=dict)  # reader-specific facts (near/far bounds...)
+    # Reader-specific facts. Keys used by Scene:
+    #   "bounds": {image_name: (near, far)} positive camera depths bracketing the scene (LLFF
+    #             poses_bounds, IDR unit sphere);
+    #   "bounding_sphere": (center [3], radius), a sphere known to hold the scene (IDR);
+    #   "images_dir": the folder image_name is relative to; "model_dir", "transforms": the
+    #             pose files read.
+    extras: dict = field(default_factory=dict)

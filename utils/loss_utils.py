@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import functools
+import importlib
+import importlib.util
+import sys
+import warnings
+from pathlib import Path
+from types import ModuleType
 
 import torch
 import torch.nn.functional as F
@@ -62,3 +68,82 @@ def ssim_map(
 def ssim(img1: torch.Tensor, img2: torch.Tensor, window_size: int = 11) -> torch.Tensor:
     """Mean SSIM (3DGS convention: 11x11 Gaussian window, sigma 1.5, zero padding)."""
     return ssim_map(img1, img2, window_size).mean()
+
+
+# The project's CUDA SSIM lives in submodules/fused-ssim (a pip-installable package). It is found
+# without installation by loading the package from that folder on first use: nothing is added to
+# sys.path, and modules that never ask for the fused SSIM never import it.
+FUSED_SSIM_DIR = Path(__file__).resolve().parents[1] / "submodules" / "fused-ssim"
+
+
+def import_fused_ssim() -> ModuleType:
+    """The ``fused_ssim`` package: the pip-installed one, else the copy in submodules/.
+
+    Importing compiles nothing (the CUDA extension is built on its first CUDA call).
+    """
+    try:
+        module = importlib.import_module("fused_ssim")
+        if hasattr(module, "load_extension"):
+            return module
+    except ModuleNotFoundError as exc:
+        if exc.name != "fused_ssim":
+            raise
+    # Not installed, or a foreign package of the same name: load ours under a private name.
+    name = "_segsplat_fused_ssim"
+    if name in sys.modules:
+        return sys.modules[name]
+    package_dir = FUSED_SSIM_DIR / "fused_ssim"
+    spec = importlib.util.spec_from_file_location(
+        name, package_dir / "__init__.py", submodule_search_locations=[str(package_dir)]
+    )
+    if spec is None or spec.loader is None:
+        raise ModuleNotFoundError(f"fused_ssim package not found under {package_dir}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+@functools.cache
+def load_fused_ssim(device: torch.device) -> ModuleType | None:
+    """The fused SSIM package with its extension loaded for ``device``, or None.
+
+    The first call may compile the extension (about a minute, then cached on disk). A failure
+    (no compiler, no CUDA toolkit, ...) gives one warning per device and process, after which
+    callers use the PyTorch twin.
+    """
+    try:
+        module = import_fused_ssim()
+        module.load_extension(device)
+    except Exception as exc:  # any build or load failure means: fall back to the twin
+        warnings.warn(
+            f"fused SSIM CUDA kernel unavailable ({type(exc).__name__}: {exc}); "
+            "using the PyTorch SSIM instead",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+    return module
+
+
+def fast_ssim(
+    img1: torch.Tensor,  # [B, C, H, W] or [C, H, W], the render (gets the gradient)
+    img2: torch.Tensor,  # same shape, the ground truth
+    padding: str = "same",
+) -> torch.Tensor:  # scalar mean SSIM
+    """Mean SSIM for training: the fused CUDA kernel on CUDA tensors, the PyTorch twin otherwise.
+
+    Same values and gradients either way (float32 rounding aside). float64 inputs always take
+    the twin, which computes in float64.
+    """
+    if padding not in ("same", "valid"):
+        raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}")
+    if img1.is_cuda and img2.is_cuda and img1.dtype != torch.float64:
+        fused = load_fused_ssim(img1.device)
+        if fused is not None:
+            return fused.fused_ssim(img1, img2, padding=padding)
+    return ssim_map(img1, img2, padding=padding).mean()

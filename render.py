@@ -1,0 +1,160 @@
+"""Render the train and test views of a trained model (3DGS layout), optionally a video.
+
+    python render.py -m <model> [--iteration N] [--skip_train] [--skip_test] [--video]
+
+Writes <model>/{train,test}/ours_<N>/renders/00000.png, gt/, depth/ (.npy expected z-depth
+and a colourised .png), and masks/ when the scene has object masks (masked metrics).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from argparse import ArgumentParser
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from arguments import (
+    BackendParams,
+    ModelParams,
+    PipelineParams,
+    SparseViewParams,
+    get_combined_args,
+)
+from gaussian.model import GaussianModel
+from gaussian.ply import load_ply
+from gaussian_renderer import render, resolve_backend
+from scene import Scene
+from scene.cameras import Camera
+from scene.errors import SceneError
+from utils.camera_path import smooth_path
+from utils.general_utils import pick_device
+from utils.image_utils import colorize, save_image, to_uint8
+
+
+def search_for_max_iteration(folder: str) -> int:
+    iters = [int(f.split("_")[-1]) for f in os.listdir(folder) if f.startswith("iteration_")]
+    if not iters:
+        raise SceneError(f"{folder}: no iteration_N folders; train the model first (train.py)")
+    return max(iters)
+
+
+def load_model(model_path: str, iteration: int, device: torch.device) -> tuple[GaussianModel, int]:
+    folder = os.path.join(model_path, "point_cloud")
+    if not os.path.isdir(folder):
+        raise SceneError(f"{folder} not found: is {model_path} a trained model folder?")
+    if iteration == -1:
+        iteration = search_for_max_iteration(folder)
+    path = os.path.join(folder, f"iteration_{iteration}", "point_cloud.ply")
+    if not os.path.isfile(path):
+        raise SceneError(f"{path} not found; pick an existing --iteration")
+    print(f"Loading trained model at iteration {iteration}")
+    return load_ply(path, device), iteration
+
+
+def render_set(model_path, name, iteration, views, gaussians, pipeline, background, backend):
+    base = os.path.join(model_path, name, f"ours_{iteration}")
+    dirs = {k: os.path.join(base, k) for k in ("renders", "gt", "depth")}
+    if any(v.eval_mask is not None for v in views):
+        dirs["masks"] = os.path.join(base, "masks")
+    for d in dirs.values():
+        os.makedirs(d, exist_ok=True)
+    for idx, view in enumerate(tqdm(views, desc="Rendering progress")):
+        out = render(view, gaussians, pipeline, background, backend=backend)
+        stem = f"{idx:05d}"
+        save_image(out["render"], os.path.join(dirs["renders"], stem + ".png"))
+        save_image(view.original_image[0:3], os.path.join(dirs["gt"], stem + ".png"))
+        depth = out["depth"][0].cpu().numpy().astype(np.float32)
+        valid = out["alpha"][0].cpu().numpy() > 0.5
+        np.save(os.path.join(dirs["depth"], stem + ".npy"), depth)
+        Image.fromarray(colorize(depth, valid)).save(os.path.join(dirs["depth"], stem + ".png"))
+        if "masks" in dirs and view.eval_mask is not None:
+            save_image(view.eval_mask, os.path.join(dirs["masks"], stem + ".png"))
+
+
+def render_video(model_path, iteration, cameras, gaussians, pipeline, background, backend,
+                 n_frames: int, fps: int) -> str:  # fmt: skip
+    """Fly a smooth path through the training cameras; mp4 if an encoder exists, else PNGs."""
+    ref = cameras[0]
+    c2w = []
+    for cam in cameras:
+        w2c = np.eye(4)
+        w2c[:3, :3], w2c[:3, 3] = cam.R.T, cam.T
+        c2w.append(np.linalg.inv(w2c)[:3])
+    frames = []
+    for pose in tqdm(smooth_path(np.stack(c2w), n_frames), desc="Rendering video"):
+        R, centre = pose[:, :3], pose[:, 3]
+        cam = Camera(0, "video", R, -R.T @ centre, ref.fx, ref.fy, ref.cx, ref.cy,
+                     ref.image_width, ref.image_height, device=ref.device)  # fmt: skip
+        frames.append(to_uint8(render(cam, gaussians, pipeline, background, backend=backend)
+                               ["render"]))  # fmt: skip
+    out_dir = os.path.join(model_path, "video")
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, f"ours_{iteration}.mp4")
+    try:
+        import imageio.v2 as imageio
+
+        tmp = path + ".tmp.mp4"
+        with imageio.get_writer(tmp, fps=fps, macro_block_size=1) as writer:
+            for f in frames:
+                writer.append_data(f)
+        os.replace(tmp, path)
+        return path
+    except Exception as exc:  # no ffmpeg backend: fall back to frames
+        frame_dir = os.path.join(out_dir, f"ours_{iteration}_frames")
+        os.makedirs(frame_dir, exist_ok=True)
+        for i, f in enumerate(frames):
+            Image.fromarray(f).save(os.path.join(frame_dir, f"{i:05d}.png"))
+        print(f"[video] no mp4 encoder ({exc}); wrote PNG frames instead")
+        return frame_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = ArgumentParser(description="Testing script parameters")
+    model = ModelParams(parser, sentinel=True)
+    pipeline = PipelineParams(parser)
+    sparse = SparseViewParams(parser, sentinel=True)
+    BackendParams(parser, sentinel=True)
+    parser.add_argument("--iteration", default=-1, type=int)
+    parser.add_argument("--skip_train", action="store_true")
+    parser.add_argument("--skip_test", action="store_true")
+    parser.add_argument("--quiet", action="store_true")
+    video = parser.add_argument_group("Video")
+    video.add_argument("--video", action="store_true", help="render a smooth path video")
+    video.add_argument("--video_frames", type=int, default=120)
+    video.add_argument("--fps", type=int, default=30)
+    args = get_combined_args(parser, argv)
+    print("Rendering " + args.model_path)
+    try:
+        device = pick_device("cuda")
+        backend = resolve_backend(getattr(args, "backend", None) or "auto", device)
+        dataset, sp = model.extract(args), sparse.extract(args)
+        with torch.no_grad():
+            gaussians, iteration = load_model(args.model_path, args.iteration, device)
+            scene = Scene(dataset, sp, device=device, model_path=args.model_path,
+                          reuse_split=True)  # fmt: skip
+            bg = [1.0, 1.0, 1.0] if dataset.white_background else [0.0, 0.0, 0.0]
+            background = torch.tensor(bg, dtype=torch.float32, device=device)
+            pipe = pipeline.extract(args)
+            if not args.skip_train:
+                render_set(args.model_path, "train", iteration, scene.getTrainCameras(),
+                           gaussians, pipe, background, backend)  # fmt: skip
+            if not args.skip_test and scene.getTestCameras():
+                render_set(args.model_path, "test", iteration, scene.getTestCameras(),
+                           gaussians, pipe, background, backend)  # fmt: skip
+            if args.video:
+                path = render_video(args.model_path, iteration, scene.getTrainCameras(),
+                                    gaussians, pipe, background, backend, args.video_frames,
+                                    args.fps)  # fmt: skip
+                print(f"Video: {path}")
+    except SceneError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

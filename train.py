@@ -1,0 +1,298 @@
+"""Train 3D Gaussians on one scene folder (3DGS command line and output layout).
+
+    python train.py -s <scene> [-m <model>] [--eval | --n_views N --split_protocol llff]
+
+Outputs (same as 3DGS): <model>/cfg_args, cameras.json, input.ply, split.json,
+point_cloud/iteration_N/point_cloud.ply, chkpnt<N>.pth (when asked), TensorBoard events.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+import uuid
+from argparse import ArgumentParser, Namespace
+
+import torch
+from tqdm import tqdm
+
+from arguments import (
+    BackendParams,
+    ModelParams,
+    OptimizationParams,
+    PipelineParams,
+    SparseViewParams,
+)
+from gaussian.model import GaussianModel
+from gaussian.optim import build_optimizer, default_learning_rates, expon_lr, set_lr
+from gaussian.ply import save_ply
+from gaussian.strategy.default import DefaultStrategy
+from gaussian_renderer import render, resolve_backend
+from scene import Scene
+from scene.errors import SceneError
+from utils.general_utils import pick_device, seed_everything
+from utils.image_utils import psnr
+from utils.loss_utils import fast_ssim, l1_loss
+
+# ----------------------------------------------------------------------------- setup
+
+
+def prepare_output_and_logger(args: Namespace):
+    """Create the model folder, write cfg_args, open TensorBoard (None if unavailable)."""
+    if not args.model_path:
+        args.model_path = os.path.join("./output/", str(uuid.uuid4())[0:10])
+    print(f"Output folder: {args.model_path}")
+    os.makedirs(args.model_path, exist_ok=True)
+    with open(os.path.join(args.model_path, "cfg_args"), "w") as f:
+        f.write(str(Namespace(**vars(args))))
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        print("Tensorboard not available: not logging progress")
+        return None
+    return SummaryWriter(args.model_path)
+
+
+def initial_gaussians(scene: Scene, sh_degree: int, device: torch.device) -> GaussianModel:
+    pcd = scene.point_cloud
+    points = torch.as_tensor(pcd.points, dtype=torch.float32, device=device)
+    colors = torch.as_tensor(pcd.colors, dtype=torch.float32, device=device)
+    print(f"Number of points at initialisation : {points.shape[0]}")
+    return GaussianModel.from_points(points, colors, sh_degree)
+
+
+# ----------------------------------------------------------------------------- one step
+
+
+def render_step(camera, gaussians, pipe, bg, backend: str) -> dict:
+    return render(camera, gaussians, pipe, bg, backend=backend)
+
+
+def compute_losses(render_pkg: dict, camera, opt) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Total loss and its named terms (each logged as train_loss_patches/<name>).
+
+    (1 - lambda_dssim) * L1 + lambda_dssim * (1 - SSIM), as 3DGS.
+    """
+    image, gt = render_pkg["render"], camera.original_image
+    terms = {"l1_loss": l1_loss(image, gt), "ssim_loss": 1.0 - fast_ssim(image, gt)}
+    weights = {"l1_loss": 1.0 - opt.lambda_dssim, "ssim_loss": opt.lambda_dssim}
+    total = sum(weights[k] * v for k, v in terms.items())
+    return total, terms
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer) -> None:
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+# ----------------------------------------------------------------------------- loop
+
+
+def training(
+    dataset,
+    opt,
+    pipe,
+    sparse,
+    backend_args,
+    testing_iterations: list[int],
+    saving_iterations: list[int],
+    checkpoint_iterations: list[int],
+    checkpoint: str | None,
+    debug_from: int,
+    args: Namespace,
+) -> GaussianModel:
+    device = pick_device("cuda")
+    backend = resolve_backend(backend_args.backend, device)
+    # The scene is read and checked before anything is written: bad input leaves no folder.
+    scene = Scene(dataset, sparse, device=device)
+    created = not os.path.isdir(args.model_path) if args.model_path else True
+    try:
+        tb_writer = prepare_output_and_logger(args)
+        scene.write_model_files(args.model_path)
+        gaussians = initial_gaussians(scene, dataset.sh_degree, device)
+    except BaseException:
+        if created and args.model_path and os.path.isdir(args.model_path):
+            shutil.rmtree(args.model_path, ignore_errors=True)
+        raise
+    print(f"Backend: {backend} on {device}")
+
+    optimizer = build_optimizer(gaussians, default_learning_rates(opt, scene.cameras_extent))
+    means_lr = expon_lr(
+        opt.position_lr_init * scene.cameras_extent,
+        opt.position_lr_final * scene.cameras_extent,
+        lr_delay_mult=opt.position_lr_delay_mult,
+        max_steps=opt.position_lr_max_steps,
+    )
+    strategy = DefaultStrategy.from_opt(opt, scene.cameras_extent, dataset.white_background)
+    state = strategy.initialize_state(gaussians)
+
+    first_iter = 0
+    if checkpoint:
+        saved, first_iter = torch.load(checkpoint, map_location=device, weights_only=False)
+        gaussians = GaussianModel.restore(saved["model"], device)
+        optimizer = build_optimizer(gaussians, default_learning_rates(opt, scene.cameras_extent))
+        optimizer.load_state_dict(saved["optimizer"])
+        state = {k: v.to(device) if torch.is_tensor(v) else v for k, v in saved["state"].items()}
+
+    bg_color = [1.0, 1.0, 1.0] if dataset.white_background else [0.0, 0.0, 0.0]
+    background = torch.tensor(bg_color, dtype=torch.float32, device=device)
+    train_cams = scene.getTrainCameras()
+    order = torch.Generator().manual_seed(0)
+    view_stack: list[int] = []
+    ema_loss = torch.zeros((), device=device)
+    progress = tqdm(range(first_iter, opt.iterations), desc="Training progress")
+    first_iter += 1
+    iter_start = time.perf_counter()
+    for iteration in range(first_iter, opt.iterations + 1):
+        set_lr(optimizer, "means", means_lr(iteration))
+        if iteration % 1000 == 0:
+            gaussians.oneupSHdegree()
+        if not view_stack:
+            view_stack = torch.randperm(len(train_cams), generator=order).tolist()
+        camera = train_cams[view_stack.pop()]
+        if iteration - 1 == debug_from:
+            pipe.debug = True
+        bg = torch.rand(3, device=device) if opt.random_background else background
+
+        render_pkg = render_step(camera, gaussians, pipe, bg, backend)
+        strategy.step_pre_backward(render_pkg, state, iteration)
+        loss, terms = compute_losses(render_pkg, camera, opt)
+        loss.backward()
+
+        with torch.no_grad():
+            ema_loss = 0.4 * loss.detach() + 0.6 * ema_loss
+            if iteration % 10 == 0:
+                progress.set_postfix({"Loss": f"{ema_loss.item():.7f}"})
+                progress.update(10)
+            if iteration == opt.iterations:
+                progress.close()
+            if tb_writer is not None and (iteration % 10 == 0 or iteration in testing_iterations):
+                elapsed = (time.perf_counter() - iter_start) * 1000.0 / 10
+                iter_start = time.perf_counter()
+                log_training(tb_writer, iteration, loss, terms, elapsed, gaussians)
+            if iteration in testing_iterations:
+                evaluate(
+                    tb_writer, iteration, scene, gaussians, pipe, background, backend,
+                    log_gt=iteration == testing_iterations[0],
+                )  # fmt: skip
+            if iteration in saving_iterations:
+                print(f"\n[ITER {iteration}] Saving Gaussians")
+                save_ply(
+                    gaussians,
+                    os.path.join(
+                        args.model_path, f"point_cloud/iteration_{iteration}/point_cloud.ply"
+                    ),
+                )
+            strategy.step_post_backward(gaussians, optimizer, state, iteration, render_pkg, camera)
+            optimizer_step(optimizer)
+            if iteration in checkpoint_iterations:
+                print(f"\n[ITER {iteration}] Saving Checkpoint")
+                torch.save(
+                    (
+                        {
+                            "model": gaussians.capture(),
+                            "optimizer": optimizer.state_dict(),
+                            "state": state,
+                        },
+                        iteration,
+                    ),
+                    os.path.join(args.model_path, f"chkpnt{iteration}.pth"),
+                )
+    if tb_writer is not None:
+        tb_writer.close()
+    return gaussians
+
+
+# ----------------------------------------------------------------------------- logging
+
+
+def log_training(tb_writer, iteration, loss, terms, elapsed_ms, gaussians) -> None:
+    for name, value in terms.items():
+        tb_writer.add_scalar(f"train_loss_patches/{name}", value.item(), iteration)
+    tb_writer.add_scalar("train_loss_patches/total_loss", loss.item(), iteration)
+    tb_writer.add_scalar("iter_time", elapsed_ms, iteration)
+
+
+@torch.no_grad()
+def evaluate(
+    tb_writer, iteration, scene, gaussians, pipe, background, backend, log_gt: bool = True
+) -> None:
+    """3DGS's training_report: test views and 5 training views, L1 and PSNR."""
+    train = scene.getTrainCameras()
+    configs = [
+        ("test", scene.getTestCameras()),
+        ("train", [train[idx % len(train)] for idx in range(5, 30, 5)]),
+    ]
+    for name, cameras in configs:
+        if not cameras:
+            continue
+        l1_sum, psnr_sum = 0.0, 0.0
+        for idx, camera in enumerate(cameras):
+            image = torch.clamp(render(camera, gaussians, pipe, background, backend=backend)
+                                ["render"], 0.0, 1.0)  # fmt: skip
+            gt = torch.clamp(camera.original_image.to(image.device), 0.0, 1.0)
+            if tb_writer is not None and idx < 5:
+                tag = f"{name}_view_{camera.image_stem}"
+                tb_writer.add_images(f"{tag}/render", image[None], global_step=iteration)
+                if log_gt:
+                    tb_writer.add_images(f"{tag}/ground_truth", gt[None], global_step=iteration)
+            l1_sum += l1_loss(image, gt).item()
+            psnr_sum += psnr(image, gt).mean().item()
+        l1_mean, psnr_mean = l1_sum / len(cameras), psnr_sum / len(cameras)
+        print(f"\n[ITER {iteration}] Evaluating {name}: L1 {l1_mean} PSNR {psnr_mean}")
+        if tb_writer is not None:
+            tb_writer.add_scalar(f"{name}/loss_viewpoint - l1_loss", l1_mean, iteration)
+            tb_writer.add_scalar(f"{name}/loss_viewpoint - psnr", psnr_mean, iteration)
+    if tb_writer is not None:
+        tb_writer.add_histogram("scene/opacity_histogram", gaussians.get_opacity, iteration)
+        tb_writer.add_scalar("total_points", gaussians.num_gaussians, iteration)
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = ArgumentParser(description="Training script parameters")
+    lp = ModelParams(parser)
+    op = OptimizationParams(parser)
+    pp = PipelineParams(parser)
+    sp = SparseViewParams(parser)
+    bp = BackendParams(parser)
+    parser.add_argument("--debug_from", type=int, default=-1)
+    parser.add_argument("--detect_anomaly", action="store_true", default=False)
+    parser.add_argument("--test_iterations", nargs="+", type=int, default=[7_000, 30_000])
+    parser.add_argument("--save_iterations", nargs="+", type=int, default=[7_000, 30_000])
+    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--checkpoint_iterations", nargs="+", type=int, default=[])
+    parser.add_argument("--start_checkpoint", type=str, default=None)
+    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    args.save_iterations.append(args.iterations)
+    print("Optimizing " + args.model_path)
+    seed_everything(args.seed)
+    torch.autograd.set_detect_anomaly(args.detect_anomaly)
+    try:
+        training(
+            lp.extract(args),
+            op.extract(args),
+            pp.extract(args),
+            sp.extract(args),
+            bp.extract(args),
+            args.test_iterations,
+            args.save_iterations,
+            args.checkpoint_iterations,
+            args.start_checkpoint,
+            args.debug_from,
+            args,
+        )
+    except SceneError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print("\nTraining complete.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
