@@ -15,6 +15,12 @@ Modules:
     depth_pro   Depth Pro through transformers, focal-length handling
 """
 
+from scene.errors import SceneError
 
-class PriorError(ValueError):
-    """Bad input for a prior stage: one line naming the file and the fix."""
+
+class PriorError(SceneError):
+    """Bad input for a prior stage: one line naming the file and the fix.
+
+    A ``SceneError``, so that a script that loads priors while building its scene reports
+    both the same way (``error: <message>``, exit 1).
+    """
