@@ -66,12 +66,15 @@ def choose_backend(args: Namespace, device: torch.device) -> MaskBackend:
     elif name == "auto":
         cached = args.sam_ckpt or sb.find_cached_checkpoint(args.sam_model)
         reason = sb.sam2_importable()
+        if args.sam_ckpt and reason is not None:
+            # A checkpoint on the command line asks for SAM 2: do not quietly do otherwise.
+            raise PriorError(f"--sam_ckpt given but SAM 2 cannot run: {reason}")
         if cached and reason is None:
             name = "sam2"
         else:
             name = "classical"
             why = (
-                f"{reason}"
+                f"cached {cached}, but {reason}"
                 if cached
                 else f"no SAM 2 checkpoint given (--sam_ckpt) or cached in {sb.cache_dir()}"
             )

@@ -30,7 +30,7 @@ run)
   out=${OUT:-/tmp/priors_out}
   mkdir -p "$out"
   export SAM2_BUILD_CUDA=0 PYTHONUNBUFFERED=1
-  python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir \
+  python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --no-cache-dir \
     --target /tmp/site .whl/* 2>&1 | tail -3
   export PYTHONPATH=/tmp/site:$PWD
   {

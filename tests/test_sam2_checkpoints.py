@@ -110,6 +110,8 @@ def test_backend_choice(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sb, "sam2_importable", lambda: "the 'sam2' package is not installed")
     assert choose_backend(_args(), cpu).name == "classical"  # cached but cannot run
     assert "'sam2' package is not installed" in capsys.readouterr().out
+    with pytest.raises(PriorError, match="--sam_ckpt given but SAM 2 cannot run"):
+        choose_backend(_args(sam_ckpt=str(tmp_path / "sam2" / "sam2.1_hiera_large.pt")), cpu)
     monkeypatch.setattr(sb, "sam2_importable", lambda: None)
     be = choose_backend(_args(), cpu)
     assert be.name == "sam2" and be.config.endswith("sam2.1_hiera_l.yaml")
