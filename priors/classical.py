@@ -146,20 +146,19 @@ def grabcut_roi(
 ) -> np.ndarray:
     """[H, W] bool foreground of GrabCut from a box and/or point seeds.
 
-    Without a box, the box is the bounding box of the foreground points grown by half its
-    size. GrabCut runs on a copy whose longer side is at most ``max_side``; the result is
+    Without a box (clicks only), everything but a 5% border is "probably foreground".
+    GrabCut runs on a copy whose longer side is at most ``max_side``; the result is
     resized back (nearest) and the largest connected component is kept.
     """
     h, w = image.shape[:2]
     pts = np.zeros((0, 2)) if points is None else np.asarray(points, float).reshape(-1, 2)
     lab = np.zeros(0, int) if labels is None else np.asarray(labels, int).reshape(-1)
     if box is None:
-        fg = pts[lab == 1]
-        if len(fg) == 0:
+        if not (lab == 1).any():
             raise PriorError("a GrabCut ROI needs a box or at least one foreground point")
-        lo, hi = fg.min(axis=0), fg.max(axis=0)
-        pad = np.maximum((hi - lo) * 0.5, 0.1 * min(h, w))
-        box = (*np.maximum(lo - pad, 0), *np.minimum(hi + pad, [w, h]))
+        # Clicks only: the image minus a 5% border is "probably foreground" and the border
+        # is background, which suits object-centred captures; clicks are hard seeds.
+        box = (0.05 * w, 0.05 * h, 0.95 * w, 0.95 * h)
     work, s = _resize_for_work(image, max_side)
     wh, ww = work.shape[:2]
     x0, y0, x1, y1 = (float(v) * s for v in box)

@@ -226,7 +226,8 @@ def interactive_prompt(
             state.add(x / s, y / s, 1 if event == cv2.EVENT_LBUTTONDOWN else 0)
             dirty[0] = True
 
-    cv2.namedWindow(win, cv2.WINDOW_AUTOSIZE)
+    # GUI_NORMAL: no Qt toolbar, whose right-click context menu would eat background clicks.
+    cv2.namedWindow(win, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)
     cv2.setMouseCallback(win, on_mouse)
     mask = None
     try:
