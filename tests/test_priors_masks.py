@@ -227,3 +227,17 @@ def test_prompt_file_forms_and_validation():
     for data, msg in bad:
         with pytest.raises(PriorError, match=msg):
             parse_prompts(data, sizes)
+
+
+def test_load_rgb_modes_and_tiny_images(tmp_path):
+    a16 = (np.arange(12 * 10).reshape(12, 10) * 500).astype(np.uint16)
+    Image.fromarray(a16).save(tmp_path / "g16.png")
+    rgba = np.zeros((9, 11, 4), np.uint8)
+    rgba[..., 0] = 200
+    Image.fromarray(rgba).save(tmp_path / "rgba.png")
+    Image.fromarray(np.zeros((5, 30), np.uint8)).save(tmp_path / "tiny.png")
+    g = load_rgb(str(tmp_path / "g16.png"))
+    assert g.shape == (12, 10, 3) and g.dtype == np.uint8 and g.max() == 255
+    assert load_rgb(str(tmp_path / "rgba.png"))[0, 0].tolist() == [200, 0, 0]
+    with pytest.raises(PriorError, match="at least 8 pixels"):
+        load_rgb(str(tmp_path / "tiny.png"))
