@@ -18,8 +18,15 @@ import extract_mask
 from priors import PriorError
 from priors.io import load_rgb
 from priors.masks import load_mask_set, save_mask_set
+from priors.sam2_backend import sam2_importable
 
-pytestmark = [pytest.mark.gpu, requires_cuda]
+pytestmark = [
+    pytest.mark.gpu,
+    requires_cuda,
+    pytest.mark.skipif(
+        sam2_importable() is not None, reason=f"SAM 2 cannot run here: {sam2_importable()}"
+    ),
+]
 
 TINY = "configs/sam2.1/sam2.1_hiera_t.yaml"
 
