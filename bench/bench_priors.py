@@ -1,6 +1,6 @@
 """Classical 2D priors on a real scene with ground-truth masks: speed and ROI quality.
 
-    python bench/bench_priors.py                       # ../shared/data/nerd_maryrose
+    python bench/bench_priors.py       # $SEGSPLAT_DATA (or ../shared/data)/nerd_maryrose
     python bench/bench_priors.py --scene <scene> --images images_4 --gt masks_4
 
 1. ``extract_mask.py --backend classical`` (multi-level masks) over every view, timed.
@@ -43,7 +43,8 @@ def gt_mask(gt_dir: str, name: str) -> np.ndarray:
 def main() -> int:
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--scene", default=os.path.join(repo, "..", "shared", "data", "nerd_maryrose"))
+    data = os.environ.get("SEGSPLAT_DATA", os.path.join(repo, "..", "shared", "data"))
+    p.add_argument("--scene", default=os.path.join(data, "nerd_maryrose"))
     p.add_argument("--images", default="images_4")
     p.add_argument("--gt", default="masks_4", help="ground-truth mask folder of the scene")
     p.add_argument("--fill_holes", action="store_true", help="also report with --fill_holes")
@@ -98,9 +99,9 @@ def main() -> int:
                 )
             )
     print(f"\nscene {os.path.abspath(args.scene)} ({args.images}, {len(names)} views)")
-    print(f"{'stage':<45} {'views':>5} {'seconds':>8} {'s/view':>7}  result")
+    print(f"{'stage':<50} {'views':>5} {'seconds':>8} {'s/view':>7}  result")
     for label, n, dt, res in rows:
-        print(f"{label:<45} {n:>5} {dt:>8.1f} {dt / n:>7.2f}  {res}")
+        print(f"{label:<50} {n:>5} {dt:>8.1f} {dt / n:>7.2f}  {res}")
     return 0
 
 
