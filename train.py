@@ -8,6 +8,7 @@ point_cloud/iteration_N/point_cloud.ply, chkpnt<N>.pth (when asked), TensorBoard
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -24,6 +25,7 @@ from arguments import (
     OptimizationParams,
     PipelineParams,
     SparseViewParams,
+    SpeedParams,
 )
 from gaussian.model import GaussianModel
 from gaussian.optim import build_optimizer, default_learning_rates, expon_lr, set_lr
@@ -34,7 +36,7 @@ from scene import Scene
 from scene.errors import SceneError
 from utils.general_utils import pick_device, seed_everything
 from utils.image_utils import psnr
-from utils.loss_utils import fast_ssim, l1_loss
+from utils.loss_utils import fast_ssim, l1_loss, load_fused_ssim, ssim
 
 # ----------------------------------------------------------------------------- setup
 
@@ -70,13 +72,15 @@ def render_step(camera, gaussians, pipe, bg, backend: str) -> dict:
     return render(camera, gaussians, pipe, bg, backend=backend)
 
 
-def compute_losses(render_pkg: dict, camera, opt) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def compute_losses(
+    render_pkg: dict, camera, opt, ssim_fn=fast_ssim
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Total loss and its named terms (each logged as train_loss_patches/<name>).
 
     (1 - lambda_dssim) * L1 + lambda_dssim * (1 - SSIM), as 3DGS.
     """
     image, gt = render_pkg["render"], camera.original_image
-    terms = {"l1_loss": l1_loss(image, gt), "ssim_loss": 1.0 - fast_ssim(image, gt)}
+    terms = {"l1_loss": l1_loss(image, gt), "ssim_loss": 1.0 - ssim_fn(image, gt)}
     weights = {"l1_loss": 1.0 - opt.lambda_dssim, "ssim_loss": opt.lambda_dssim}
     total = sum(weights[k] * v for k, v in terms.items())
     return total, terms
@@ -96,6 +100,7 @@ def training(
     pipe,
     sparse,
     backend_args,
+    speed,
     testing_iterations: list[int],
     saving_iterations: list[int],
     checkpoint_iterations: list[int],
@@ -141,10 +146,14 @@ def training(
     train_cams = scene.getTrainCameras()
     order = torch.Generator().manual_seed(0)
     view_stack: list[int] = []
+    ssim_fn = ssim if speed.ssim_impl == "torch" else fast_ssim
+    if ssim_fn is fast_ssim and device.type == "cuda":
+        load_fused_ssim(device)  # build/load the CUDA kernel now, not inside the timed loop
+    log_every = max(1, speed.log_interval)
     ema_loss = torch.zeros((), device=device)
     progress = tqdm(range(first_iter, opt.iterations), desc="Training progress")
     first_iter += 1
-    iter_start = time.perf_counter()
+    loop_start = iter_start = time.perf_counter()
     for iteration in range(first_iter, opt.iterations + 1):
         set_lr(optimizer, "means", means_lr(iteration))
         if iteration % 1000 == 0:
@@ -158,20 +167,25 @@ def training(
 
         render_pkg = render_step(camera, gaussians, pipe, bg, backend)
         strategy.step_pre_backward(render_pkg, state, iteration)
-        loss, terms = compute_losses(render_pkg, camera, opt)
+        loss, terms = compute_losses(render_pkg, camera, opt, ssim_fn)
         loss.backward()
 
         with torch.no_grad():
+            # The loss stays on the device; it is read back once per log interval only.
             ema_loss = 0.4 * loss.detach() + 0.6 * ema_loss
-            if iteration % 10 == 0:
-                progress.set_postfix({"Loss": f"{ema_loss.item():.7f}"})
-                progress.update(10)
+            if speed.sync_every_step:
+                ema_loss = torch.tensor(ema_loss.item(), device=device)
+            if iteration % log_every == 0 or iteration == opt.iterations:
+                values = torch.stack([ema_loss, loss.detach(), *terms.values()]).tolist()
+                progress.set_postfix({"Loss": f"{values[0]:.7f}"})
+                progress.update(iteration - progress.n - first_iter + 1)
+                if tb_writer is not None:
+                    elapsed = (time.perf_counter() - iter_start) * 1000.0 / log_every
+                    iter_start = time.perf_counter()
+                    log_training(tb_writer, iteration, values[1], dict(zip(terms, values[2:])),
+                                 elapsed, gaussians)  # fmt: skip
             if iteration == opt.iterations:
                 progress.close()
-            if tb_writer is not None and (iteration % 10 == 0 or iteration in testing_iterations):
-                elapsed = (time.perf_counter() - iter_start) * 1000.0 / 10
-                iter_start = time.perf_counter()
-                log_training(tb_writer, iteration, loss, terms, elapsed, gaussians)
             if iteration in testing_iterations:
                 evaluate(
                     tb_writer, iteration, scene, gaussians, pipe, background, backend,
@@ -200,19 +214,47 @@ def training(
                     ),
                     os.path.join(args.model_path, f"chkpnt{iteration}.pth"),
                 )
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    loop_seconds = time.perf_counter() - loop_start
+    n_iters = opt.iterations - first_iter + 1
+    write_summary(args.model_path, loop_seconds, n_iters, gaussians, backend, device)
     if tb_writer is not None:
         tb_writer.close()
     return gaussians
 
 
+def write_summary(model_path, seconds, iterations, gaussians, backend, device) -> None:
+    """training_summary.json: loop time, speed, memory, size (read by bench/train_speed.py)."""
+    summary = {
+        "loop_seconds": round(seconds, 3),
+        "iterations": iterations,
+        "it_per_s": round(iterations / max(seconds, 1e-9), 2),
+        "num_gaussians": gaussians.num_gaussians,
+        "backend": backend,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "peak_mem_mib": round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+        if device.type == "cuda"
+        else None,
+    }
+    print(f"\n[train] {iterations} iterations in {seconds:.1f} s ({summary['it_per_s']} it/s), "
+          f"{summary['num_gaussians']} Gaussians")  # fmt: skip
+    path = os.path.join(model_path, "training_summary.json")
+    with open(path + ".tmp", "w") as f:
+        json.dump(summary, f, indent=2)
+    os.replace(path + ".tmp", path)
+
+
 # ----------------------------------------------------------------------------- logging
 
 
-def log_training(tb_writer, iteration, loss, terms, elapsed_ms, gaussians) -> None:
+def log_training(tb_writer, iteration, loss: float, terms: dict[str, float], elapsed_ms,
+                 gaussians) -> None:  # fmt: skip
     for name, value in terms.items():
-        tb_writer.add_scalar(f"train_loss_patches/{name}", value.item(), iteration)
-    tb_writer.add_scalar("train_loss_patches/total_loss", loss.item(), iteration)
+        tb_writer.add_scalar(f"train_loss_patches/{name}", value, iteration)
+    tb_writer.add_scalar("train_loss_patches/total_loss", loss, iteration)
     tb_writer.add_scalar("iter_time", elapsed_ms, iteration)
+    tb_writer.add_scalar("total_points", gaussians.num_gaussians, iteration)
 
 
 @torch.no_grad()
@@ -260,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     pp = PipelineParams(parser)
     sp = SparseViewParams(parser)
     bp = BackendParams(parser)
+    sp2 = SpeedParams(parser)
     parser.add_argument("--debug_from", type=int, default=-1)
     parser.add_argument("--detect_anomaly", action="store_true", default=False)
     parser.add_argument("--test_iterations", nargs="+", type=int, default=[7_000, 30_000])
@@ -280,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
             pp.extract(args),
             sp.extract(args),
             bp.extract(args),
+            sp2.extract(args),
             args.test_iterations,
             args.save_iterations,
             args.checkpoint_iterations,

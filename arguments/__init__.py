@@ -172,6 +172,26 @@ class BackendParams(ParamGroup):
         super().__init__(parser, "Backend Parameters", sentinel)
 
 
+class SpeedParams(ParamGroup):
+    """Loop-level speed switches (results are the same up to float rounding)."""
+
+    _help = {
+        "log_interval": "iterations between progress-bar/TensorBoard updates (each update "
+        "waits for the GPU once)",
+        "ssim_impl": "auto: the fused CUDA SSIM on GPU, PyTorch otherwise; torch: always the "
+        "PyTorch SSIM (for comparisons)",
+        "sync_every_step": "read the loss back to the host every iteration like the stock 3DGS "
+        "loop (for speed comparisons only)",
+    }
+    _choices = {"ssim_impl": ["auto", "torch"]}
+
+    def __init__(self, parser: ArgumentParser, sentinel: bool = False):
+        self.log_interval = 10
+        self.ssim_impl = "auto"
+        self.sync_every_step = False
+        super().__init__(parser, "Speed Parameters", sentinel)
+
+
 def parse_cfg_args(text: str) -> Namespace:
     """Parse a ``cfg_args`` file (``str(Namespace(...))``) without ``eval``."""
     node = ast.parse(text.strip(), mode="eval").body
@@ -201,6 +221,52 @@ def get_combined_args(parser: ArgumentParser, argv: list[str] | None = None) -> 
         if value is not None:
             merged[key] = value
     return Namespace(**merged)
+
+
+class ColmapParams(ParamGroup):
+    """COLMAP stage (colmap_match.py): features, matching, mapping, registration."""
+
+    _help = {
+        "matcher": "full SfM pairing: exhaustive (photos) or sequential (video frames); the "
+        "train-only stage always matches exhaustively with guided matching",
+        "camera_model": "full SfM camera model (auto: OPENCV for one shared camera, "
+        "SIMPLE_RADIAL for one camera per image; any COLMAP model name)",
+        "camera_mode": "full SfM cameras: auto (shared when all images have one size), single, "
+        "per_image",
+        "max_image_size": "longest image side SIFT sees (keypoints are still written at full "
+        "resolution); lower it to speed up CPU runs",
+        "max_num_features": "SIFT features per image",
+        "max_num_matches": "matches per image pair",
+        "min_pair_matches": "inlier matches below which a training-view pair counts as unmatched",
+        "register": "spars3r: also reconstruct train and train+test views without poses and "
+        "register the test cameras onto the train-only frame (robust Sim(3))",
+        "register_threshold": "SPARS3R inlier distance of a camera centre, in train-only SfM units",
+        "num_threads": "CPU threads for COLMAP (-1: all)",
+        "seed": "RANSAC and mapper random seed",
+        "overwrite": "replace an existing colmap_<N>views/ (or distorted/) folder",
+        "verbose": "show COLMAP's own log",
+    }
+    _choices = {
+        "matcher": ["exhaustive", "sequential"],
+        "camera_mode": ["auto", "single", "per_image"],
+        "register": ["none", "spars3r"],
+    }
+
+    def __init__(self, parser: ArgumentParser):
+        self.matcher = "exhaustive"
+        self.camera_model = "auto"
+        self.camera_mode = "auto"
+        self.max_image_size = 3200
+        self.max_num_features = 16384
+        self.max_num_matches = 32768
+        self.min_pair_matches = 15
+        self.register = "none"
+        self.register_threshold = 1.0
+        self.num_threads = -1
+        self.seed = 0
+        self.overwrite = False
+        self.verbose = False
+        super().__init__(parser, "COLMAP Parameters")
 
 
 class MetricsParams(ParamGroup):

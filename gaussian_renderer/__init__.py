@@ -23,6 +23,8 @@ A per-Gaussian value ``v`` passed as a feature channel renders to
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from gaussian.model import GaussianModel
@@ -31,6 +33,7 @@ from utils.sh_utils import eval_sh
 BACKENDS = ("auto", "gsplat", "torch")
 
 
+@functools.cache
 def gsplat_available() -> bool:
     try:
         import gsplat  # noqa: F401

@@ -6,19 +6,14 @@ bounding boxes, alpha = min(0.999, o * exp(-sigma)), Gaussians with alpha < 1/25
 a pixel stops once its transmittance would fall to 1e-4), so the two backends can be held
 to each other in tests, outputs and gradients.
 
-How it stays fast without per-pixel Python loops: instead of tiles, it lists every
-(Gaussian, pixel) pair inside each Gaussian's bounding box, drops pairs whose alpha is below
-1/255 (work is proportional to the pixels a Gaussian really touches), sorts the pairs by
-(pixel, depth), and composites all pixels at once with a segmented cumulative sum of
-log(1 - alpha): the transmittance in front of pair i of pixel p is
-``T_i = exp(sum_{j < i in p} log(1 - alpha_j))``. Autograd differentiates that exactly.
-Gaussians go through in depth-sorted chunks, so memory stays bounded and pixels that are
-already opaque stop costing work (see ``rasterize_pixels``).
+How it stays fast without per-pixel Python loops: like the CUDA rasterizers it bins
+Gaussians into screen tiles and sorts each tile's list by depth, but then evaluates many
+tiles at once as dense tensors (tiles x pixels x list entries): transmittance is a
+cumulative product along the list and colour accumulation a batched matrix product, both
+differentiated exactly by autograd (see ``rasterize_pixels``).
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 
@@ -26,7 +21,7 @@ from utils.graphics_utils import covariance_from_scale_rot
 
 ALPHA_THRESHOLD = 1.0 / 255.0
 T_THRESHOLD = 1e-4
-MAX_PAIRS_PER_CHUNK = 1000000
+MAX_ELEMS_PER_BATCH = 4_000_000
 
 
 def project_gaussians(
@@ -101,28 +96,6 @@ def project_gaussians(
     }
 
 
-def _pixel_pairs(
-    means2d: torch.Tensor,  # [N, 2] (detached)
-    radii: torch.Tensor,  # [N, 2]
-    ids: torch.Tensor,  # [M] Gaussians to expand
-    width: int,
-    height: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(position in ``ids``, pixel index) of every pixel centre inside each bounding box.
-
-    Pixel (j, i) has its centre at (j + 0.5, i + 0.5); pairs come grouped by Gaussian.
-    """
-    xa, xb, ya, yb = _bbox(means2d[ids], radii[ids], width, height)
-    w = torch.clamp(xb - xa + 1, min=0)
-    counts = w * torch.clamp(yb - ya + 1, min=0)
-    total = int(counts.sum())
-    local_id = torch.repeat_interleave(torch.arange(len(ids), device=ids.device), counts)
-    offset = torch.arange(total, device=ids.device) - (torch.cumsum(counts, 0) - counts)[local_id]
-    wl = w[local_id]
-    pix = (ya[local_id] + offset // wl) * width + xa[local_id] + offset % wl
-    return local_id, pix
-
-
 def _bbox(means2d, radii, width, height):
     """Inclusive pixel ranges [xa, xb] x [ya, yb] whose centres lie in the boxes."""
     r = radii.to(means2d.dtype)
@@ -133,20 +106,160 @@ def _bbox(means2d, radii, width, height):
     return xa, xb, ya, yb
 
 
-def _gauss_power(d: torch.Tensor, conic: torch.Tensor) -> torch.Tensor:
-    """sigma = 0.5 (a dx^2 + c dy^2) + b dx dy for offsets d [P, 2] and conics [P, 3]."""
-    dx, dy = d[:, 0], d[:, 1]
-    return 0.5 * (conic[:, 0] * dx * dx + conic[:, 2] * dy * dy) + conic[:, 1] * dx * dy
+def _tile_lists(means2d, radii, depths, width, height, tile):
+    """Depth-sorted Gaussian list of every tile touched by a bounding box.
+
+    Returns (tile index [T], list start [T], list length [T], Gaussian ids [M]) with tiles
+    ordered by decreasing list length and each list front to back.
+    """
+    vis = torch.nonzero((radii > 0).any(dim=-1), as_tuple=False).squeeze(-1)
+    xa, xb, ya, yb = _bbox(means2d[vis], radii[vis], width, height)
+    tx0, tx1, ty0, ty1 = xa // tile, xb // tile, ya // tile, yb // tile
+    ntx = -(-width // tile)
+    w = torch.clamp(tx1 - tx0 + 1, min=0)
+    counts = w * torch.clamp(ty1 - ty0 + 1, min=0)
+    g = torch.repeat_interleave(torch.arange(len(vis), device=vis.device), counts)
+    off = torch.arange(len(g), device=vis.device) - (torch.cumsum(counts, 0) - counts)[g]
+    tile_of = (ty0[g] + off // w[g]) * ntx + tx0[g] + off % w[g]
+    rank = torch.empty_like(vis)
+    rank[torch.argsort(depths[vis], stable=True)] = torch.arange(len(vis), device=vis.device)
+    order = torch.argsort(tile_of * max(len(vis), 1) + rank[g])
+    tile_of, gid = tile_of[order], vis[g[order]]
+    tiles, lengths = torch.unique_consecutive(tile_of, return_counts=True)
+    starts = torch.cumsum(lengths, 0) - lengths
+    by_len = torch.argsort(lengths, descending=True, stable=True)
+    return tiles[by_len], starts[by_len], lengths[by_len], gid
 
 
-def _exclusive_segment_cumsum(x: torch.Tensor, pix: torch.Tensor) -> torch.Tensor:
-    """Sum of x over the earlier entries of the same pixel run (pix sorted)."""
-    incl = torch.cumsum(x, 0)
-    first = torch.ones_like(pix, dtype=torch.bool)
-    first[1:] = pix[1:] != pix[:-1]
-    idx = torch.arange(len(pix), device=pix.device)
-    run_start = torch.cummax(torch.where(first, idx, torch.zeros_like(idx)), 0)[0]
-    return incl - x - (incl - x)[run_start]
+def _chunk_alpha(attr, px, py):
+    """Offsets, Gaussian power and raw alpha of [R, P] pixels against [R, C] listed Gaussians.
+
+    ``attr`` rows are (mean x, mean y, a/2, b, c/2, opacity, colour...): the conic halves are
+    pre-scaled so that sigma = (a/2 dx + b dy) dx + c/2 dy^2.
+    """
+    dx = px[:, :, None] - attr[:, None, :, 0]  # [R, P, C]
+    dy = py[:, :, None] - attr[:, None, :, 1]
+    sigma = (attr[:, None, :, 2] * dx + attr[:, None, :, 3] * dy) * dx + attr[:, None, :, 4] * (
+        dy * dy
+    )
+    e = torch.exp(-sigma)
+    return dx, dy, sigma, e, attr[:, None, :, 5] * e
+
+
+class _TileComposite(torch.autograd.Function):
+    """Composite every listed tile, front to back, ``chunk`` list entries at a time.
+
+    Forward keeps only the tile rows, list offset and incoming transmittance of each chunk;
+    backward walks the chunks in reverse, recomputes alphas and applies the closed-form
+    gradient of alpha compositing (the one the CUDA kernels use): with w_k = a_k T_k,
+    dL/da_k = T_k v_k - (sum_{j>k} w_j v_j + T_out dL/dT_out) / (1 - a_k), v_k = c_k . dL/dC.
+    """
+
+    @staticmethod
+    def forward(ctx, packed, starts, lengths, gid, px, py, chunk, max_elems):
+        R_all, P = px.shape
+        D = packed.shape[1] - 6
+        dev, dt = packed.device, packed.dtype
+        T_run = torch.ones(R_all, P, dtype=dt, device=dev)
+        done = torch.zeros(R_all, P, dtype=torch.bool, device=dev)
+        acc = torch.zeros(R_all, P, D, dtype=dt, device=dev)
+        records = []
+        rows_per_batch = max(1, max_elems // (P * chunk))
+        slot0 = torch.arange(chunk, device=dev)
+        for k0 in range(0, int(lengths[0]) if R_all else 0, chunk):
+            live = torch.nonzero((lengths > k0) & ~done.all(dim=1), as_tuple=False).squeeze(-1)
+            for r0 in range(0, len(live), rows_per_batch):
+                rows = live[r0 : r0 + rows_per_batch]
+                attr, used = _gather_chunk(packed, starts, lengths, gid, rows, k0, slot0)
+                T_in = T_run.index_select(0, rows)
+                d_rows = done.index_select(0, rows)
+                pxr, pyr = px.index_select(0, rows), py.index_select(0, rows)
+                a, inc, stopped, cpe, om = _alphas(attr, used, pxr, pyr, d_rows, T_in)
+                w = a * (T_in[:, :, None] * cpe / om)
+                acc.index_add_(0, rows, torch.bmm(w, attr[:, :, 6:]))
+                T_run.index_copy_(0, rows, T_in * cpe[:, :, -1])
+                done.index_copy_(0, rows, d_rows | stopped)
+                records.append((rows, k0, T_in, d_rows))
+        ctx.records = records
+        ctx.chunk = chunk
+        ctx.save_for_backward(packed, starts, lengths, gid, px, py)
+        ctx.mark_non_differentiable(done)
+        return acc, T_run, done
+
+    @staticmethod
+    def backward(ctx, g_acc, g_T, _g_done):
+        packed, starts, lengths, gid, px, py = ctx.saved_tensors
+        d_packed = torch.zeros_like(packed)
+        gT = g_T.clone() if g_T is not None else torch.zeros(px.shape, dtype=packed.dtype,
+                                                               device=packed.device)  # fmt: skip
+        if g_acc is None:
+            g_acc = torch.zeros(*px.shape, packed.shape[1] - 6, dtype=packed.dtype,
+                                device=packed.device)  # fmt: skip
+        slot0 = torch.arange(ctx.chunk, device=packed.device)
+        for rows, k0, T_in, d_rows in reversed(ctx.records):
+            attr, used = _gather_chunk(packed, starts, lengths, gid, rows, k0, slot0)
+            pxr, pyr = px.index_select(0, rows), py.index_select(0, rows)
+            dx, dy, _sigma, e, alpha_raw = _chunk_alpha(attr, pxr, pyr)
+            a, inc, _stopped, cpe, om = _alphas(attr, used, pxr, pyr, d_rows, T_in)
+            T_excl = T_in[:, :, None] * cpe / om
+            w = a * T_excl
+            T_out = T_in * cpe[:, :, -1]
+            g_c, g_t = g_acc.index_select(0, rows), gT.index_select(0, rows)
+            col = attr[:, :, 6:]
+            d_col = torch.bmm(w.transpose(1, 2), g_c)  # [R, C, D]
+            v = torch.bmm(g_c, col.transpose(1, 2))  # [R, P, C]
+            wv = w * v
+            cs = torch.cumsum(wv, dim=-1)
+            tail = (cs[:, :, -1:] - cs) + (g_t * T_out)[:, :, None]  # sum_{j>k} + T_out term
+            d_a = T_excl * v - tail / om
+            gT.index_copy_(0, rows, (cs[:, :, -1] + g_t * T_out) / T_in)
+            # Through the clamp at 0.999 (no gradient where it clipped) and exp.
+            d_raw = torch.where(inc & (alpha_raw <= 0.999), d_a, 0.0)
+            d_op = (d_raw * e).sum(1)
+            d_sigma = -d_raw * alpha_raw
+            A, B, Cc = attr[:, None, :, 2], attr[:, None, :, 3], attr[:, None, :, 4]
+            d_A = (d_sigma * dx * dx).sum(1)
+            d_B = (d_sigma * dx * dy).sum(1)
+            d_C = (d_sigma * dy * dy).sum(1)
+            d_mx = -(d_sigma * (2 * A * dx + B * dy)).sum(1)
+            d_my = -(d_sigma * (B * dx + 2 * Cc * dy)).sum(1)
+            d_attr = torch.cat(
+                [torch.stack([d_mx, d_my, d_A, d_B, d_C, d_op], dim=-1), d_col], dim=-1
+            )
+            d_attr = torch.where(used[:, :, None], d_attr, 0.0)
+            idx = torch.where(used, starts.index_select(0, rows)[:, None] + k0 + slot0[None], 0)
+            g = gid.index_select(0, idx.reshape(-1))
+            d_packed.index_add_(0, g, d_attr.reshape(-1, d_attr.shape[-1]))
+        return d_packed, None, None, None, None, None, None, None
+
+
+def _gather_chunk(packed, starts, lengths, gid, rows, k0, slot0):
+    """Attributes [R, C, F] of list entries k0..k0+C-1 of the given tiles, and which exist."""
+    slot = k0 + slot0
+    used = slot[None] < lengths.index_select(0, rows)[:, None]  # [R, C]
+    idx = torch.where(used, starts.index_select(0, rows)[:, None] + slot[None], 0)
+    attr = packed.index_select(0, gid.index_select(0, idx.reshape(-1)))
+    return attr.reshape(len(rows), len(slot0), -1), used
+
+
+def _alphas(attr, used, px, py, done, T_in):
+    """Effective alphas of one chunk and what they do to transmittance.
+
+    Returns a [R, P, C] (0 where a pair does not contribute), the contributing mask, the
+    pixels that stop in this chunk, the running product of (1 - a) and (1 - a) itself.
+    A pair contributes when alpha >= 1/255, sigma >= 0, its pixel is still running and the
+    transmittance after it stays above 1e-4; the first pair that would cross stops the pixel.
+    """
+    _, _, sigma, _, alpha_raw = _chunk_alpha(attr, px, py)
+    alpha = torch.clamp(alpha_raw, max=0.999)
+    valid = (sigma >= 0) & (alpha >= ALPHA_THRESHOLD) & used[:, None, :] & ~done[:, :, None]
+    a = torch.where(valid, alpha, 0.0)
+    T_incl = torch.cumprod(1.0 - a, dim=-1) * T_in[:, :, None]
+    inc = valid & (T_incl > T_THRESHOLD)  # a prefix of the valid pairs, per pixel
+    stopped = (valid & ~inc).any(dim=-1)
+    a = torch.where(inc, a, 0.0)
+    om = 1.0 - a  # >= 0.001: divisions by it are safe
+    return a, inc, stopped, torch.cumprod(om, dim=-1), om
 
 
 def rasterize_pixels(
@@ -159,82 +272,56 @@ def rasterize_pixels(
     width: int,
     height: int,
     background: torch.Tensor | None = None,  # [D]
-    max_pairs: int = MAX_PAIRS_PER_CHUNK,
+    tile: int = 4,
+    chunk: int = 16,
+    max_elems: int = MAX_ELEMS_PER_BATCH,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Front-to-back alpha compositing of every pixel.
+    """Front-to-back alpha compositing of every pixel, a batch of tiles at a time.
 
-    Gaussians are processed in depth-sorted chunks. Each chunk first finds, without
-    gradients, the (Gaussian, pixel) pairs that really contribute (alpha >= 1/255, pixel
-    not finished); only those enter the differentiable pass. Pixels whose transmittance has
-    run out are finished, and Gaussians whose box holds no unfinished pixel are skipped
-    (summed-area table of unfinished pixels), so deep stacks of Gaussians cost little more
-    than their visible front layers.
+    Each tile gets the depth-sorted list of Gaussians whose box touches it. Lists are walked
+    ``chunk`` entries at a time for all tiles at once as dense [tiles, pixels, chunk]
+    tensors: alphas, transmittance by a cumulative product along the list, colours by a
+    batched matrix product. Tiles whose list is exhausted or whose pixels are all finished
+    drop out of later chunks (the CUDA kernels' early exit, per tile). The backward pass is
+    written out (``_TileComposite``) rather than traced, which keeps it lean.
 
     Returns:
         colors [H, W, D] (background blended in) and alphas [H, W, 1].
     """
     D = colors.shape[-1]
-    device = means2d.device
-    n_pix = width * height
-    vis = torch.nonzero((radii > 0).any(dim=-1), as_tuple=False).squeeze(-1)
-    vis = vis[torch.argsort(depths.detach()[vis], stable=True)]  # front to back
-    m2d = means2d.detach()
-    out = torch.zeros(n_pix, D, dtype=colors.dtype, device=device)
-    log_T = torch.zeros(n_pix, dtype=torch.float64, device=device)
-    done = torch.zeros(n_pix, dtype=torch.bool, device=device)
-    log_t_min = math.log(T_THRESHOLD)
-
-    # Chunk boundaries so that no chunk lists more than ~max_pairs bounding-box pixels.
-    r = radii[vis].double()
-    area = (2 * r[:, 0] + 1) * (2 * r[:, 1] + 1)
-    cum = torch.cumsum(area, 0)
-    n_chunks = max(1, math.ceil(float(cum[-1]) / max_pairs)) if len(vis) else 0
-    edges = torch.searchsorted(cum, torch.arange(1, n_chunks, device=device) * max_pairs)
-    bounds = [0, *edges.tolist(), len(vis)]
-
-    for c0, c1 in zip(bounds[:-1], bounds[1:]):
-        ids = vis[c0:c1]
-        if ids.numel() == 0:
-            continue
-        with torch.no_grad():
-            if c0 > 0:  # skip Gaussians whose box only covers finished pixels
-                open_px = (~done).view(height, width).to(torch.int32)
-                sat = torch.nn.functional.pad(open_px.cumsum(0).cumsum(1), (1, 0, 1, 0))
-                xa, xb, ya, yb = _bbox(m2d[ids], radii[ids], width, height)
-                xa, ya = xa.clamp(max=width), ya.clamp(max=height)
-                xb1, yb1 = (xb + 1).clamp(min=0), (yb + 1).clamp(min=0)
-                n_open = sat[yb1, xb1] - sat[ya, xb1] - sat[yb1, xa] + sat[ya, xa]
-                ids = ids[n_open > 0]
-                if ids.numel() == 0:
-                    continue
-            local, pix = _pixel_pairs(m2d, radii, ids, width, height)
-            g = ids[local]
-            centres = torch.stack([pix % width, pix // width], -1).to(m2d.dtype) + 0.5
-            sig = _gauss_power(centres - m2d[g], conics[g].detach())
-            alpha = torch.clamp(opacities[g].detach() * torch.exp(-sig), max=0.999)
-            keep = (sig >= 0) & (alpha >= ALPHA_THRESHOLD) & ~done[pix]
-            local, pix, g, alpha = local[keep], pix[keep], g[keep], alpha[keep]
-            order = torch.argsort(pix * len(ids) + local)
-            pix, g, alpha = pix[order], g[order], alpha[order]
-            l1m = torch.log1p(-alpha).double()
-            t_after = log_T.detach()[pix] + _exclusive_segment_cumsum(l1m, pix) + l1m
-            included = t_after > log_t_min
-            done[pix[~included]] = True
-            pix, g = pix[included], g[included]
-        if pix.numel() == 0:
-            continue
-        # Differentiable pass over the contributing pairs only.
-        centres = torch.stack([pix % width, pix // width], -1).to(means2d.dtype) + 0.5
-        sigma = _gauss_power(centres - means2d[g], conics[g])
-        alpha = torch.clamp(opacities[g] * torch.exp(-sigma), max=0.999)
-        l1m = torch.log1p(-alpha).double()
-        T = torch.exp(log_T[pix] + _exclusive_segment_cumsum(l1m, pix)).to(alpha.dtype)
-        out = out.index_add(0, pix, (alpha * T)[:, None] * colors[g])
-        log_T = log_T.index_add(0, pix, l1m)
-    T_final = torch.exp(log_T).to(colors.dtype)
+    device, dtype = means2d.device, means2d.dtype
+    ntx, nty = -(-width // tile), -(-height // tile)
+    P = tile * tile
+    tiles, starts, lengths, gid = _tile_lists(
+        means2d.detach(), radii, depths.detach(), width, height, tile
+    )
+    local = torch.arange(P, device=device)
+    ox, oy = (tiles % ntx) * tile, (tiles // ntx) * tile
+    px = (ox[:, None] + (local % tile)[None]).to(dtype) + 0.5
+    py = (oy[:, None] + (local // tile)[None]).to(dtype) + 0.5
+    # One packed row per Gaussian: (mean, a/2, b, c/2, opacity, colour).
+    packed = torch.cat(
+        [means2d, 0.5 * conics[:, :1], conics[:, 1:2], 0.5 * conics[:, 2:], opacities[:, None],
+         colors], dim=1,
+    )  # fmt: skip
+    acc, T_run, _ = _TileComposite.apply(packed, starts, lengths, gid, px, py, chunk, max_elems)
+    out = torch.zeros(ntx * nty, P, D, dtype=dtype, device=device).index_copy(0, tiles, acc)
+    T_final = torch.ones(ntx * nty, P, dtype=dtype, device=device).index_copy(0, tiles, T_run)
     if background is not None:
-        out = out + T_final[:, None] * background[None, :]
-    return out.reshape(height, width, D), (1.0 - T_final).reshape(height, width, 1)
+        out = out + T_final[:, :, None] * background
+    # [tiles_y, tiles_x, ty, tx, D] -> image, cropped to the real size.
+    img = (
+        out.reshape(nty, ntx, tile, tile, D)
+        .permute(0, 2, 1, 3, 4)
+        .reshape(nty * tile, ntx * tile, D)[:height, :width]
+    )
+    alpha_img = (
+        (1.0 - T_final)
+        .reshape(nty, ntx, tile, tile)
+        .permute(0, 2, 1, 3)
+        .reshape(nty * tile, ntx * tile, 1)[:height, :width]
+    )
+    return img, alpha_img
 
 
 def rasterize(

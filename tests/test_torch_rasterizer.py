@@ -61,8 +61,11 @@ def random_scene(n=40, seed=0, dtype=torch.float64):
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-@pytest.mark.parametrize("max_pairs", [10**7, 300])  # one chunk, and many small chunks
-def test_matches_reference_values_and_gradients(seed, max_pairs):
+@pytest.mark.parametrize(
+    "tile,chunk,max_elems",
+    [(8, 64, 10**7), (16, 3, 10**7), (4, 2, 40)],  # batched and tiny batches
+)
+def test_matches_reference_values_and_gradients(seed, tile, chunk, max_elems):
     W, H = 35, 27
     means, quats, scales, opac, colors, viewmat, K = random_scene(seed=seed)
     leaves = [t.requires_grad_() for t in (means, quats, scales, opac, colors)]
@@ -78,7 +81,9 @@ def test_matches_reference_values_and_gradients(seed, max_pairs):
         grads = torch.autograd.grad(loss, leaves)
         return img.detach(), alpha.detach(), grads
 
-    img, alpha, grads = run(lambda *a: rasterize_pixels(*a, max_pairs=max_pairs))
+    img, alpha, grads = run(
+        lambda *a: rasterize_pixels(*a, tile=tile, chunk=chunk, max_elems=max_elems)
+    )
     ref_img, ref_alpha, ref_grads = run(reference_rasterize)
     assert alpha.max() > 0.5  # the scene covers the image
     torch.testing.assert_close(img, ref_img, rtol=1e-9, atol=1e-9)

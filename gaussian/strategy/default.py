@@ -79,10 +79,9 @@ class DefaultStrategy(Strategy):
         if grad is None:
             return
         grad = grad.reshape(-1, 2)
-        width, height = render_pkg["width"], render_pkg["height"]
         # Pixel-space gradients to the NDC units 3DGS thresholds are expressed in.
-        scale = torch.tensor([width * 0.5, height * 0.5], device=grad.device)
-        norm = (grad * scale).norm(dim=-1)
+        norm = torch.hypot(grad[:, 0] * (0.5 * render_pkg["width"]),
+                           grad[:, 1] * (0.5 * render_pkg["height"]))  # fmt: skip
         vis = render_pkg["visibility_filter"]
         state["grad2d"] += torch.where(vis, norm, torch.zeros_like(norm))
         state["count"] += vis.to(state["count"].dtype)
