@@ -22,7 +22,7 @@ from tqdm import tqdm
 from arguments import (
     BackendParams,
     DensifyParams,
-    DepthPriorParams,
+    DepthLossParams,
     ModelParams,
     OptimizationParams,
     PipelineParams,
@@ -110,12 +110,20 @@ def compute_losses(
     return total, terms
 
 
-def optimizer_step(optimizer, iteration: int = 0, schedule: StepSchedule | None = None) -> None:
-    """Step and clear the gradients; with a multi-step ``schedule``, only at its steps
-    (gradients accumulate in between)."""
+def optimizer_step(
+    optimizer,
+    visible: torch.Tensor | None = None,
+    iteration: int = 0,
+    schedule: StepSchedule | None = None,
+) -> None:
+    """Adam step (selective when ``visible`` is given), then clear the gradients; with a
+    multi-step ``schedule`` only at its steps (gradients accumulate in between)."""
     if schedule is not None and not schedule.should_step(iteration):
         return
-    optimizer.step()
+    if visible is None:
+        optimizer.step()
+    else:
+        optimizer.step(visible=visible)
     optimizer.zero_grad(set_to_none=True)
 
 
@@ -144,7 +152,8 @@ def build_method(
     strategy = build_strategy(
         opt, scene.cameras_extent, dataset.white_background, densify, gate, train_cams, render_fn
     )
-    return strategy, build_extra_losses(roi, depth), build_step_schedule(densify)
+    schedule = build_step_schedule(densify, opt.optimizer_type)
+    return strategy, build_extra_losses(roi, depth), schedule
 
 
 # ----------------------------------------------------------------------------- loop
@@ -165,7 +174,7 @@ def training(
     args: Namespace,
     method=None,
 ) -> GaussianModel:
-    """3DGS training. ``method`` holds the ROIParams / DensifyParams / DepthPriorParams
+    """3DGS training. ``method`` holds the ROIParams / DensifyParams / DepthLossParams
     values as attributes ``roi``, ``densify``, ``depth`` (None: plain 3DGS)."""
     device = pick_device("cuda")
     backend = resolve_backend(backend_args.backend, device)
@@ -192,6 +201,7 @@ def training(
         scene, opt, dataset, pipe, background, backend, method
     )
     densify = getattr(method, "densify", None)
+    sparse_adam = opt.optimizer_type == "sparse_adam"
     optimizer = build_training_optimizer(gaussians, opt, scene.cameras_extent, densify)
     means_lr = expon_lr(
         opt.position_lr_init * scene.cameras_extent,
@@ -266,7 +276,10 @@ def training(
                     ),
                 )
             strategy.step_post_backward(gaussians, optimizer, state, iteration, render_pkg, camera)
-            optimizer_step(optimizer, iteration, step_schedule)
+            # After a densification step the parameters are new tensors without gradients,
+            # so the step below does nothing (as upstream) and the stale mask is never used.
+            visible = render_pkg["visibility_filter"] if sparse_adam else None
+            optimizer_step(optimizer, visible, iteration, step_schedule)
             if iteration in checkpoint_iterations:
                 print(f"\n[ITER {iteration}] Saving Checkpoint")
                 torch.save(
@@ -371,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     sp2 = SpeedParams(parser)
     rp = ROIParams(parser)
     dp = DensifyParams(parser)
-    zp = DepthPriorParams(parser)
+    zp = DepthLossParams(parser)
     parser.add_argument("--debug_from", type=int, default=-1)
     parser.add_argument("--detect_anomaly", action="store_true", default=False)
     parser.add_argument("--test_iterations", nargs="+", type=int, default=[7_000, 30_000])

@@ -115,6 +115,12 @@ class PipelineParams(ParamGroup):
 
 
 class OptimizationParams(ParamGroup):
+    _help = {
+        "optimizer_type": "default: Adam; sparse_adam: only Gaussians visible in the current "
+        "view are updated (3DGS's option of the same name)",
+    }
+    _choices = {"optimizer_type": ["default", "sparse_adam"]}
+
     def __init__(self, parser: ArgumentParser):
         self.iterations = 30_000
         self.position_lr_init = 0.00016
@@ -133,6 +139,7 @@ class OptimizationParams(ParamGroup):
         self.densify_until_iter = 15_000
         self.densify_grad_threshold = 0.0002
         self.random_background = False
+        self.optimizer_type = "default"
         super().__init__(parser, "Optimization Parameters")
 
 
@@ -433,7 +440,7 @@ class DensifyParams(ParamGroup):
         super().__init__(parser, "Densification Strategy Parameters", sentinel)
 
 
-class DepthPriorParams(ParamGroup):
+class DepthLossParams(ParamGroup):
     """Depth supervision from the ``depth_pro/`` prior (monocular metric depth)."""
 
     _help = {
@@ -454,4 +461,4 @@ class DepthPriorParams(ParamGroup):
         self.depth_pearson_from = 1000
         self.depth_pearson_until = 6500
         self.depth_patch_size = 16
-        super().__init__(parser, "Depth Prior Parameters", sentinel)
+        super().__init__(parser, "Depth Loss Parameters", sentinel)

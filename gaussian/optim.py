@@ -122,7 +122,10 @@ class FlatAdam(torch.optim.Optimizer):
         return m, v
 
     @torch.no_grad()
-    def step(self, closure=None):
+    def step(self, closure=None, visible: torch.Tensor | None = None):
+        """One Adam step. ``visible`` [N] bool makes it selective ("sparse Adam" of
+        Taming-3DGS and 3DGS's ``--optimizer_type sparse_adam``): Gaussians outside the view
+        keep their parameters and moments untouched this step."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -138,12 +141,22 @@ class FlatAdam(torch.optim.Optimizer):
         params = [p for g in groups for p in g["params"] if p.grad is not None]
         m, v = self._flat_buffers(params)
         grad = torch.cat([p.grad.reshape(-1) for p in params])
+        mask = None
+        if visible is not None:
+            mask = torch.cat([visible[:, None].expand(len(p), p[0].numel()).reshape(-1)
+                              for p in params])  # fmt: skip
+            m_old, v_old = m.clone(), v.clone()
         m.lerp_(grad, 1.0 - beta1)
         v.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
+        if mask is not None:
+            torch.where(mask, m, m_old, out=m)
+            torch.where(mask, v, v_old, out=v)
         step = float(self.state[params[0]]["step"]) + 1.0
         bc1, bc2 = 1.0 - beta1**step, 1.0 - beta2**step
         update = (v / bc2).sqrt_().add_(eps)
         torch.div(m, update, out=update)
+        if mask is not None:
+            update.masked_fill_(~mask, 0.0)
         start = 0
         for group in groups:
             for p in group["params"]:
@@ -164,7 +177,8 @@ def build_optimizer(
 ) -> torch.optim.Optimizer:
     """Adam over every key of ``model.params`` (or only ``keys``), eps 1e-15 as 3DGS.
 
-    ``FlatAdam`` on CUDA (same update, far fewer idle SMs), torch's foreach Adam elsewhere.
+    ``FlatAdam`` on CUDA (same update, far fewer idle SMs) or when ``flat`` is True (needed
+    for selective updates), torch's foreach Adam otherwise.
     Keys without an entry in ``lrs`` are an error: a new learnable per-Gaussian tensor must
     say how fast it learns.
     """
@@ -199,9 +213,13 @@ class OptimizerSet:
     def param_groups(self) -> list[dict]:
         return [g for o in self.members.values() for g in o.param_groups]
 
-    def step(self) -> None:
+    def step(self, visible: torch.Tensor | None = None) -> None:
+        """Step every member (selectively, with ``visible``, as ``FlatAdam.step``)."""
         for o in self.members.values():
-            o.step()
+            if visible is None:
+                o.step()
+            else:
+                o.step(visible=visible)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for o in self.members.values():
@@ -278,15 +296,21 @@ def build_training_optimizer(
     improved`` an ``OptimizerSet`` whose member ``"sh"`` holds the higher SH bands at
     learning rate ``shfeature_lr / 20`` (Improved-GS)."""
     lrs = default_learning_rates(opt, spatial_lr_scale)
+    # Selective (sparse Adam) steps need FlatAdam; otherwise the device decides.
+    flat = True if getattr(opt, "optimizer_type", "default") == "sparse_adam" else None
     if getattr(densify, "densify_strategy", "default") != "improved":
-        return build_optimizer(model, lrs)
+        return build_optimizer(model, lrs, flat=flat)
     lrs["shN"] = densify.shfeature_lr / 20.0
-    return build_optimizer_set(model, lrs, {"sh": ["shN"]})
+    return build_optimizer_set(model, lrs, {"sh": ["shN"]}, flat=flat)
 
 
-def build_step_schedule(densify=None) -> StepSchedule | None:
-    """None (step every iteration, 3DGS) or Improved-GS's multi-step schedule."""
+def build_step_schedule(densify=None, optimizer_type: str = "default") -> StepSchedule | None:
+    """None (step every iteration, 3DGS) or Improved-GS's multi-step schedule. Selective
+    (``sparse_adam``) steps use the current view's visibility, so they always step every
+    iteration, as in Improved-GS."""
     if getattr(densify, "densify_strategy", "default") != "improved":
+        return None
+    if optimizer_type == "sparse_adam":
         return None
     return StepSchedule(
         (

@@ -198,3 +198,22 @@ def test_flat_adam_matches_torch_adam_through_densification():
         st0, st1 = opts[0].state[models[0].params[k]], opts[1].state[models[1].params[k]]
         if k != "shN":
             torch.testing.assert_close(st0["exp_avg_sq"], st1["exp_avg_sq"])
+
+
+def test_flat_adam_selective_step_leaves_hidden_gaussians_alone():
+    from gaussian.optim import FlatAdam
+
+    model = make_model(12)
+    opt = FlatAdam([{"params": [p], "lr": LRS[k], "name": k} for k, p in model.params.items()],
+                   lr=0.0, eps=1e-15)  # fmt: skip
+    step_once(model, opt)
+    visible = torch.arange(12) % 3 == 0
+    before = {k: p.detach().clone() for k, p in model.params.items()}
+    moments = {k: opt.state[p]["exp_avg"].clone() for k, p in model.params.items()}
+    loss = sum((p**2).sum() for p in model.params.values())
+    loss.backward()
+    opt.step(visible=visible)
+    for k, p in model.params.items():
+        assert torch.equal(p[~visible], before[k][~visible]), k
+        assert torch.equal(opt.state[p]["exp_avg"][~visible], moments[k][~visible]), k
+        assert not torch.equal(p[visible], before[k][visible]), k

@@ -244,11 +244,11 @@ def test_multistep_accumulates_gradients_between_steps():
     before = model.params["means"].detach().clone()
     for it in (1, 2):
         (model.params["means"].sum()).backward()
-        optimizer_step(opt, it, schedule)
+        optimizer_step(opt, iteration=it, schedule=schedule)
     assert torch.equal(model.params["means"], before)
     assert torch.allclose(model.params["means"].grad, torch.full_like(before, 2.0))
     (model.params["means"].sum()).backward()
-    optimizer_step(opt, 3, schedule)
+    optimizer_step(opt, iteration=3, schedule=schedule)
     assert model.params["means"].grad is None and not torch.equal(model.params["means"], before)
 
 

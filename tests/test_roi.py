@@ -12,7 +12,7 @@ import torch
 
 from arguments import (
     DensifyParams,
-    DepthPriorParams,
+    DepthLossParams,
     ModelParams,
     OptimizationParams,
     ROIParams,
@@ -259,7 +259,7 @@ def parse_all(argv):
     parser = ArgumentParser()
     groups = [
         ModelParams(parser), OptimizationParams(parser), ROIParams(parser),
-        DensifyParams(parser), DepthPriorParams(parser),
+        DensifyParams(parser), DepthLossParams(parser),
     ]  # fmt: skip
     args = parser.parse_args(argv)
     return [g.extract(args) for g in groups]

@@ -79,7 +79,7 @@ class ExtraLosses:
 
 
 def build_extra_losses(roi=None, depth=None) -> ExtraLosses | None:
-    """From the ROIParams and DepthPriorParams values; None when they add nothing."""
+    """From the ROIParams and DepthLossParams values; None when they add nothing."""
     use_mask = bool(roi is not None and roi.use_mask)
     lambda_lpdr = roi.lambda_lpdr if roi is not None and roi.use_lpdr else 0.0
     ssi = depth.lambda_depth_ssi if depth is not None else 0.0
