@@ -53,18 +53,22 @@ class DefaultStrategy(Strategy):
     opacity_reset_value: float = 0.01
     roi: ROIGate | None = None  # roigs: gate candidates and prune by the current camera's ROI
 
+    @staticmethod
+    def opt_fields(opt, cameras_extent: float) -> dict:
+        """The 3DGS densification settings of an OptimizationParams group, as fields."""
+        return {
+            "cameras_extent": cameras_extent,
+            "densify_grad_threshold": opt.densify_grad_threshold,
+            "percent_dense": opt.percent_dense,
+            "densification_interval": opt.densification_interval,
+            "opacity_reset_interval": opt.opacity_reset_interval,
+            "densify_from_iter": opt.densify_from_iter,
+            "densify_until_iter": opt.densify_until_iter,
+        }
+
     @classmethod
     def from_opt(cls, opt, cameras_extent: float, white_background: bool) -> DefaultStrategy:
-        return cls(
-            cameras_extent=cameras_extent,
-            densify_grad_threshold=opt.densify_grad_threshold,
-            percent_dense=opt.percent_dense,
-            densification_interval=opt.densification_interval,
-            opacity_reset_interval=opt.opacity_reset_interval,
-            densify_from_iter=opt.densify_from_iter,
-            densify_until_iter=opt.densify_until_iter,
-            reset_at_densify_start=white_background,
-        )
+        return cls(**cls.opt_fields(opt, cameras_extent), reset_at_densify_start=white_background)
 
     # ------------------------------------------------------------------ state
 

@@ -237,13 +237,7 @@ class ImprovedStrategy(DefaultStrategy):
     ) -> ImprovedStrategy:
         """From the OptimizationParams and DensifyParams group values."""
         return cls(
-            cameras_extent=cameras_extent,
-            densify_grad_threshold=opt.densify_grad_threshold,
-            percent_dense=opt.percent_dense,
-            densification_interval=opt.densification_interval,
-            opacity_reset_interval=opt.opacity_reset_interval,
-            densify_from_iter=opt.densify_from_iter,
-            densify_until_iter=opt.densify_until_iter,
+            **cls.opt_fields(opt, cameras_extent),
             budget=densify.budget,
             budget_ramp_until=densify.budget_ramp_until,
             split_distance=densify.split_distance,
