@@ -22,7 +22,6 @@ round(linspace) over the rest; ``none`` = no split.json.
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 from argparse import ArgumentParser
@@ -32,6 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from scene.readers.blender import transforms_intrinsics  # noqa: E402
 from scene.splits import linspace_pick, make_split  # noqa: E402
 from sfm.colmap_ops import set_colmap_log_level  # noqa: E402
 from sfm.converters import (  # noqa: E402
@@ -78,20 +78,7 @@ def frame_view(meta: dict, frame: dict, image_path: str) -> ViewRecord:
     else:
         with Image.open(image_path) as im:
             w, h = im.size
-    if "fl_x" in m:
-        fx = float(m["fl_x"])
-    elif "camera_angle_x" in m:
-        fx = 0.5 * w / math.tan(0.5 * float(m["camera_angle_x"]))
-    else:
-        raise SceneError(f"{image_path}: its transforms give no fl_x or camera_angle_x")
-    if "fl_y" in m:
-        fy = float(m["fl_y"])
-    elif "camera_angle_y" in m and "fl_x" not in m:
-        fy = 0.5 * h / math.tan(0.5 * float(m["camera_angle_y"]))
-    else:
-        fy = fx
-    # instant-ngp copies COLMAP's principal point: already in COLMAP's pixel convention.
-    cx, cy = float(m.get("cx", w / 2.0)), float(m.get("cy", h / 2.0))
+    fx, fy, cx, cy = transforms_intrinsics(m, w, h, f"{image_path}: its transforms")
     R, t = opengl_c2w_to_w2c(np.asarray(frame["transform_matrix"], dtype=np.float64))
     k = {key: float(m.get(key, 0.0)) for key in ("k1", "k2", "k3", "k4", "p1", "p2")}
     if m.get("is_fisheye"):

@@ -81,21 +81,7 @@ def _frame_camera(meta: dict, frame: dict, path: str, image_path: str, where: st
     w_disk, h_disk = image_size(image_path)
     w = float(p.get("w", w_disk))
     h = float(p.get("h", h_disk))
-    if "fl_x" in p:
-        fx = float(p["fl_x"])
-    elif "camera_angle_x" in p:
-        fx = 0.5 * w / math.tan(0.5 * float(p["camera_angle_x"]))
-    else:
-        raise SceneError(f"{path}: {where} has neither fl_x nor camera_angle_x; add one")
-    if "fl_y" in p:
-        fy = float(p["fl_y"])
-    elif "camera_angle_y" in p and "fl_x" not in p:
-        fy = 0.5 * h / math.tan(0.5 * float(p["camera_angle_y"]))
-    else:
-        fy = fx
-    # instant-ngp and Blender put the principal point in the +0.5 pixel-centre convention.
-    cx = float(p.get("cx", w / 2.0))
-    cy = float(p.get("cy", h / 2.0))
+    fx, fy, cx, cy = transforms_intrinsics(p, w, h, f"{path}: {where}")
     fx, fy, cx, cy = scale_to_disk(
         fx, fy, cx, cy, (w, h), (w_disk, h_disk), f"{image_path} ({path})"
     )
@@ -235,3 +221,25 @@ def read_blender(source: str, images: str = "images") -> SceneInfo:
         predefined_split=predefined,
         extras={"transforms": list(files.values()), "images_dir": os.path.join(source, images)},
     )
+
+
+def transforms_intrinsics(p: dict, w: float, h: float, where: str) -> tuple[float, ...]:
+    """(fx, fy, cx, cy) from transforms-file keys (frame keys merged over file keys).
+
+    ``fl_x``/``fl_y`` win over ``camera_angle_x``/``camera_angle_y``; a missing fy equals fx;
+    the principal point defaults to the image centre. instant-ngp and Blender already use the
+    +0.5 pixel-centre convention, so nothing is shifted.
+    """
+    if "fl_x" in p:
+        fx = float(p["fl_x"])
+    elif "camera_angle_x" in p:
+        fx = 0.5 * w / math.tan(0.5 * float(p["camera_angle_x"]))
+    else:
+        raise SceneError(f"{where} has neither fl_x nor camera_angle_x; add one")
+    if "fl_y" in p:
+        fy = float(p["fl_y"])
+    elif "camera_angle_y" in p and "fl_x" not in p:
+        fy = 0.5 * h / math.tan(0.5 * float(p["camera_angle_y"]))
+    else:
+        fy = fx
+    return fx, fy, float(p.get("cx", w / 2.0)), float(p.get("cy", h / 2.0))
