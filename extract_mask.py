@@ -17,7 +17,7 @@ from argparse import ArgumentParser
 from arguments.priors import MaskExtractionParams, PriorSourceParams
 from priors import PriorError
 from priors.extract import choose_backend, extract_auto, extract_roi
-from priors.io import find_scenes
+from priors.io import scenes_from_args
 from utils.general_utils import pick_device
 
 
@@ -31,11 +31,7 @@ def build_parser() -> ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if bool(args.source_path) == bool(args.dataset_root):
-            raise PriorError("give exactly one of -s <scene> and --dataset_root <folder>")
-        scenes = (
-            find_scenes(args.dataset_root, args.images) if args.dataset_root else [args.source_path]
-        )
+        scenes = scenes_from_args(args)
         backend = choose_backend(args, pick_device(args.device))
         run = extract_roi if args.mode == "roi" else extract_auto
         for scene in scenes:

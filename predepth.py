@@ -18,7 +18,7 @@ from arguments.priors import DepthPriorParams, PriorSourceParams
 from priors import PriorError
 from priors.depth_pro import load_depth_pro, run_predepth
 from priors.extract import RANDOM_WEIGHTS_BANNER
-from priors.io import find_scenes
+from priors.io import scenes_from_args
 from utils.general_utils import pick_device
 
 
@@ -32,11 +32,7 @@ def build_parser() -> ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if bool(args.source_path) == bool(args.dataset_root):
-            raise PriorError("give exactly one of -s <scene> and --dataset_root <folder>")
-        scenes = (
-            find_scenes(args.dataset_root, args.images) if args.dataset_root else [args.source_path]
-        )
+        scenes = scenes_from_args(args)
         device = pick_device(args.device)
         if args.random_init_weights:
             print(RANDOM_WEIGHTS_BANNER)

@@ -143,3 +143,13 @@ def find_scenes(root: str, images: str = "images") -> list[str]:
     if not scenes:
         raise PriorError(f"{root}: no scene folder with an '{images}' subfolder below it")
     return scenes
+
+
+def scenes_from_args(args) -> list[str]:
+    """The scene folders a prior CLI works on: ``-s <scene>`` or every scene below
+    ``--dataset_root`` (exactly one of the two)."""
+    if bool(args.source_path) == bool(args.dataset_root):
+        raise PriorError("give exactly one of -s <scene> and --dataset_root <folder>")
+    if args.dataset_root:
+        return find_scenes(args.dataset_root, args.images)
+    return [args.source_path]

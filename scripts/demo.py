@@ -36,6 +36,7 @@ if str(REPO_ROOT) not in sys.path:  # run as `python scripts/demo.py`
     sys.path.insert(0, str(REPO_ROOT))
 
 from scripts.make_demo_scene import make_demo_scene  # noqa: E402
+from utils.general_utils import claim_output_folder  # noqa: E402
 
 MARKER = ".segsplat_demo.json"
 
@@ -55,16 +56,8 @@ def prepare_output(root: Path) -> None:
     Refuses a non-empty folder that this script did not create (no marker file), so a
     mistyped ``--output`` cannot delete anyone's data.
     """
-    if root.exists() and not root.is_dir():
-        raise DemoError(f"{root} exists and is not a folder; pick another --output")
-    if root.is_dir() and any(root.iterdir()) and not (root / MARKER).is_file():
-        raise DemoError(
-            f"{root} is not empty and was not made by scripts/demo.py (no {MARKER}); "
-            "pick another --output or empty it"
-        )
-    root.mkdir(parents=True, exist_ok=True)
+    claim_output_folder(root, MARKER, "scripts/demo.py", DemoError)
     shutil.rmtree(root / "model", ignore_errors=True)
-    (root / MARKER).write_text(json.dumps({"made_by": "scripts/demo.py"}) + "\n")
 
 
 def stage_commands(

@@ -43,6 +43,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # run as `python scripts/run_maryrose_roi.py`
+    sys.path.insert(0, str(REPO_ROOT))
+
+from utils.general_utils import claim_output_folder  # noqa: E402
+
 MARKER = ".segsplat_maryrose_roi.json"
 
 
@@ -116,15 +121,7 @@ def prepare_scene(data: Path, root: Path) -> Path:
         raise RunError(
             f"{missing[0]} not found; point --data (or SEGSPLAT_DATA) at the shared data folder"
         )
-    if root.exists() and not root.is_dir():
-        raise RunError(f"{root} exists and is not a folder; pick another --output")
-    if root.is_dir() and any(root.iterdir()) and not (root / MARKER).is_file():
-        raise RunError(
-            f"{root} is not empty and was not made by this script (no {MARKER}); "
-            "pick another --output or empty it"
-        )
-    root.mkdir(parents=True, exist_ok=True)
-    (root / MARKER).write_text(json.dumps({"made_by": "scripts/run_maryrose_roi.py"}) + "\n")
+    claim_output_folder(root, MARKER, "this script (scripts/run_maryrose_roi.py)", RunError)
     scene = root / "scene"
     if (scene / "poses_bounds.npy").is_file():
         return scene

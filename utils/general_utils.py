@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import random
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,3 +27,20 @@ def pick_device(requested: str = "cuda") -> torch.device:
         print("[device] CUDA is not available; running on the CPU")
         return torch.device("cpu")
     return torch.device(requested)
+
+
+def claim_output_folder(root: Path, marker: str, owner: str, error: type = ValueError) -> None:
+    """Create ``root`` for a script's outputs, or reuse it if ``owner`` made it before.
+
+    A non-empty folder without the ``marker`` file is refused (raises ``error``), so a
+    mistyped output path can never get another folder's contents deleted.
+    """
+    if root.exists() and not root.is_dir():
+        raise error(f"{root} exists and is not a folder; pick another --output")
+    if root.is_dir() and any(root.iterdir()) and not (root / marker).is_file():
+        raise error(
+            f"{root} is not empty and was not made by {owner} (no {marker}); "
+            "pick another --output or empty it"
+        )
+    root.mkdir(parents=True, exist_ok=True)
+    (root / marker).write_text(json.dumps({"made_by": owner}) + "\n")
