@@ -43,6 +43,7 @@ from gaussian.strategy.base import Strategy
 from gaussian.strategy.factory import build_strategy
 from gaussian.strategy.roi import ROIGate, far_scene_depths
 from gaussian_renderer import render, resolve_backend
+from gaussian_renderer.gsplat_backend import load_gsplat_extension
 from scene import Scene
 from scene.errors import SceneError
 from utils.extra_losses import ExtraLosses, build_extra_losses
@@ -106,7 +107,10 @@ def compute_losses(
     if extra is not None:
         for name, (weight, value) in extra.terms(render_pkg, camera, iteration).items():
             terms[name], weights[name] = value, weight
-    total = sum(weights[k] * v for k, v in terms.items())
+    total = None
+    for name, value in terms.items():  # one fused multiply-add launch per term
+        w = weights[name]
+        total = value * w if total is None else torch.add(total, value, alpha=w)
     return total, terms
 
 
@@ -176,6 +180,7 @@ def training(
 ) -> GaussianModel:
     """3DGS training. ``method`` holds the ROIParams / DensifyParams / DepthLossParams
     values as attributes ``roi``, ``densify``, ``depth`` (None: plain 3DGS)."""
+    marks = {"start": time.perf_counter()}  # phase boundaries for training_summary.json
     device = pick_device("cuda")
     backend = resolve_backend(backend_args.backend, device)
     # The scene is read and checked before anything is written: bad input leaves no folder.
@@ -194,6 +199,7 @@ def training(
         if created and args.model_path and os.path.isdir(args.model_path):
             shutil.rmtree(args.model_path, ignore_errors=True)
         raise
+    marks["scene"] = time.perf_counter()
     print(f"Backend: {backend} on {device}")
     bg_color = [1.0, 1.0, 1.0] if dataset.white_background else [0.0, 0.0, 0.0]
     background = torch.tensor(bg_color, dtype=torch.float32, device=device)
@@ -223,8 +229,14 @@ def training(
     order = torch.Generator().manual_seed(0)
     view_stack: list[int] = []
     ssim_fn = ssim if speed.ssim_impl == "torch" else fast_ssim
+    marks["setup"] = time.perf_counter()
+    # Build/load the CUDA extensions now, not inside the timed loop.
     if ssim_fn is fast_ssim and device.type == "cuda":
-        load_fused_ssim(device)  # build/load the CUDA kernel now, not inside the timed loop
+        load_fused_ssim(device)
+    if backend == "gsplat":
+        load_gsplat_extension()
+    marks["extensions"] = time.perf_counter()
+    in_loop_io = 0.0  # evaluation, saving and checkpoints inside the loop
     log_every = max(1, speed.log_interval)
     ema_loss = torch.zeros((), device=device)
     progress = tqdm(range(first_iter, opt.iterations), desc="Training progress")
@@ -248,9 +260,9 @@ def training(
 
         with torch.no_grad():
             # The loss stays on the device; it is read back once per log interval only.
-            ema_loss = 0.4 * loss.detach() + 0.6 * ema_loss
+            ema_loss.lerp_(loss.detach(), 0.4)  # 0.4 * loss + 0.6 * ema, as 3DGS
             if speed.sync_every_step:
-                ema_loss = torch.tensor(ema_loss.item(), device=device)
+                ema_loss.item()  # the stock loop's per-step read-back (for comparisons)
             if iteration % log_every == 0 or iteration == opt.iterations:
                 values = torch.stack([ema_loss, loss.detach(), *terms.values()]).tolist()
                 progress.set_postfix({"Loss": f"{values[0]:.7f}"})
@@ -262,6 +274,7 @@ def training(
                                  elapsed, gaussians)  # fmt: skip
             if iteration == opt.iterations:
                 progress.close()
+            io_start = time.perf_counter()
             if iteration in testing_iterations:
                 evaluate(
                     tb_writer, iteration, scene, gaussians, pipe, background, backend,
@@ -275,12 +288,14 @@ def training(
                         args.model_path, f"point_cloud/iteration_{iteration}/point_cloud.ply"
                     ),
                 )
+            in_loop_io += time.perf_counter() - io_start
             strategy.step_post_backward(gaussians, optimizer, state, iteration, render_pkg, camera)
             # After a densification step the parameters are new tensors without gradients,
             # so the step below does nothing (as upstream) and the stale mask is never used.
             visible = render_pkg["visibility_filter"] if sparse_adam else None
             optimizer_step(optimizer, visible, iteration, step_schedule)
             if iteration in checkpoint_iterations:
+                io_start = time.perf_counter()
                 print(f"\n[ITER {iteration}] Saving Checkpoint")
                 torch.save(
                     (
@@ -293,20 +308,32 @@ def training(
                     ),
                     os.path.join(args.model_path, f"chkpnt{iteration}.pth"),
                 )
+                in_loop_io += time.perf_counter() - io_start
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    loop_seconds = time.perf_counter() - loop_start
+    marks["loop"] = time.perf_counter()
     n_iters = opt.iterations - first_iter + 1
-    write_summary(args.model_path, loop_seconds, n_iters, gaussians, backend, device)
+    phases = {
+        "scene_seconds": marks["scene"] - marks["start"],
+        "setup_seconds": marks["setup"] - marks["scene"],
+        "extensions_seconds": marks["extensions"] - marks["setup"],
+        "eval_save_seconds": in_loop_io,
+    }
+    write_summary(args.model_path, marks["loop"] - loop_start, n_iters, gaussians, backend,
+                  device, phases)  # fmt: skip
     if tb_writer is not None:
         tb_writer.close()
     return gaussians
 
 
-def write_summary(model_path, seconds, iterations, gaussians, backend, device) -> None:
-    """training_summary.json: loop time, speed, memory, size (read by bench/train_speed.py)."""
+def write_summary(model_path, seconds, iterations, gaussians, backend, device,
+                  phases: dict[str, float] | None = None) -> None:  # fmt: skip
+    """training_summary.json: loop time (evaluation and saving at their iterations
+    included, and also given alone as eval_save_seconds), speed, memory, size, and the
+    time of the phases before the loop (read by bench/train_speed.py)."""
     summary = {
         "loop_seconds": round(seconds, 3),
+        **{k: round(v, 3) for k, v in (phases or {}).items()},
         "iterations": iterations,
         "it_per_s": round(iterations / max(seconds, 1e-9), 2),
         "num_gaussians": gaussians.num_gaussians,

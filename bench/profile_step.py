@@ -31,7 +31,7 @@ from arguments import (  # noqa: E402
 )
 from gaussian.optim import build_optimizer, default_learning_rates, expon_lr, set_lr  # noqa: E402
 from gaussian.strategy.default import DefaultStrategy  # noqa: E402
-from gaussian_renderer import resolve_backend  # noqa: E402
+from gaussian_renderer import gsplat_backend, resolve_backend  # noqa: E402
 from scene import Scene  # noqa: E402
 from utils.loss_utils import fast_ssim, load_fused_ssim  # noqa: E402
 
@@ -44,6 +44,8 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=300)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--rows", type=int, default=25)
+    parser.add_argument("--compare_api", action="store_true",
+                        help="also time the same loop through gsplat.rasterization")  # fmt: skip
     args = parser.parse_args()
     dataset, opt, pipe = lp.extract(args), op.extract(args), pp.extract(args)
     device = torch.device("cuda")
@@ -74,16 +76,41 @@ def main() -> int:
 
     for it in range(1, args.warmup + 1):
         iteration(it)
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    for it in range(args.warmup + 1, args.warmup + 1 + args.steps):
-        iteration(it)
-    torch.cuda.synchronize()
-    wall = (time.perf_counter() - start) / args.steps
+    next_it = args.warmup + 1
+
+    def timed() -> float:
+        nonlocal next_it
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for it in range(next_it, next_it + args.steps):
+            iteration(it)
+        torch.cuda.synchronize()
+        next_it += args.steps
+        return (time.perf_counter() - start) / args.steps
+
+    wall = timed()
+    if args.compare_api and backend == "gsplat":
+        # The same iterations through gsplat.rasterization instead of the direct stages,
+        # alternated so that the Gaussian count grows alike for both.
+        direct_fn = gsplat_backend.rasterize_gsplat
+
+        def api_fn(*a, **kw):
+            return gsplat_backend._rasterize_api(*a, **{"packed": False, "absgrad": False,
+                                                        "antialiased": False, **kw})  # fmt: skip
+
+        walls = {"direct": [wall], "gsplat.rasterization": []}
+        for _ in range(2):
+            gsplat_backend.rasterize_gsplat = api_fn
+            walls["gsplat.rasterization"].append(timed())
+            gsplat_backend.rasterize_gsplat = direct_fn
+            walls["direct"].append(timed())
+        for name, values in walls.items():
+            ms = ", ".join(f"{v * 1e3:.3f}" for v in values)
+            print(f"wall per iteration, {name}: {ms} ms")
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        for it in range(args.warmup + 1, args.warmup + 1 + args.steps):
+        for it in range(next_it, next_it + args.steps):
             iteration(it)
         torch.cuda.synchronize()
     events = prof.key_averages()

@@ -81,6 +81,10 @@ def bench_one(scene: str, variant: str, args, out_root: str, log) -> dict:
         "variant": variant.split("=", 1)[0],
         "train_wall_s": round(wall, 1),
         "loop_s": summary["loop_seconds"],
+        # Before the loop inside train.py: scene and image loading, setup, CUDA extensions.
+        "scene_s": round(summary.get("scene_seconds", float("nan")), 1),
+        "ext_s": round(summary.get("extensions_seconds", float("nan")), 1),
+        "eval_save_s": round(summary.get("eval_save_seconds", float("nan")), 1),
         "it_per_s": summary["it_per_s"],
         "peak_mem_mib": summary["peak_mem_mib"],
         "gaussians": summary["num_gaussians"],
@@ -92,8 +96,8 @@ def bench_one(scene: str, variant: str, args, out_root: str, log) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    cols = ["scene", "variant", "iterations", "train_wall_s", "loop_s", "it_per_s",
-            "peak_mem_mib", "gaussians", "psnr", "ssim"]  # fmt: skip
+    cols = ["scene", "variant", "iterations", "train_wall_s", "scene_s", "ext_s", "loop_s",
+            "eval_save_s", "it_per_s", "peak_mem_mib", "gaussians", "psnr", "ssim"]  # fmt: skip
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         lines.append("| " + " | ".join(str(r[c]) for c in cols) + " |")

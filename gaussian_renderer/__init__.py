@@ -87,7 +87,7 @@ def render(
     backend = resolve_backend(backend, pc.device)
     width, height = viewpoint_camera.image_width, viewpoint_camera.image_height
     antialiased = bool(getattr(pipe, "antialiasing", False))
-    scales = pc.get_scaling * scaling_modifier
+    scales = pc.get_scaling if scaling_modifier == 1.0 else pc.get_scaling * scaling_modifier
     covars = None
     if getattr(pipe, "compute_cov3D_python", False):
         from utils.graphics_utils import covariance_from_scale_rot

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# One batched GPU session (device time is short): run the named steps in order, each
+# logging to $OUT/<step>.log, and keep going when one fails.
+#
+#   bash scripts/gpu_session.sh tests profile speed demo roi cache
+#
+# Steps:
+#   tests    pytest -m gpu (the GPU half of the suite)
+#   profile  bench/profile_step.py on lego late in training, direct stages vs gsplat API
+#   speed    bench/train_speed.py (SPEED_ARGS, default: lego and fern, fast loop)
+#   demo     scripts/demo.py --backend gsplat, timed
+#   roi      scripts/run_maryrose_roi.py (issue 5 acceptance; data in $SEGSPLAT_DATA)
+#   cache    save the compiled CUDA extensions to $OUT (copy into .gpu/ext_cache/)
+# Data: data_local/{lego,fern,nerd_maryrose} carried with the run (see docs/RESULTS.md).
+set -uo pipefail
+OUT=${OUT:-gpu_out}
+mkdir -p "$OUT"
+. scripts/gpu_env.sh
+. scripts/gpu_cache.sh
+export SEGSPLAT_DATA=${SEGSPLAT_DATA:-data_local}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+python3 - <<'PY' 2>&1 | tee "$OUT/extensions.log"
+import time
+t = time.time()
+import torch
+from gsplat.cuda._backend import _C  # compiles on a fresh machine without the cache
+print(f"gsplat extension ready in {time.time() - t:.1f} s on {torch.cuda.get_device_name()}")
+t = time.time()
+from utils.loss_utils import load_fused_ssim
+assert load_fused_ssim(torch.device("cuda")) is not None
+print(f"fused SSIM extension ready in {time.time() - t:.1f} s")
+PY
+for step in "$@"; do
+  start=$(date +%s)
+  case $step in
+    tests) python3 -m pytest -m gpu -q -rs ;;
+    profile) python3 bench/profile_step.py -s data_local/lego -w --eval --warmup 5000 \
+      --steps 50 --compare_api ;;
+    speed) python3 bench/train_speed.py --data data_local --results "$OUT/RESULTS_speed.md" \
+      ${SPEED_ARGS:---scenes lego fern --variants fast} ;;
+    demo) python3 scripts/demo.py --backend gsplat -o "$OUT/demo_run" ;;
+    roi) python3 scripts/run_maryrose_roi.py --results "$OUT/RESULTS_roi.md" ${ROI_ARGS:-} ;;
+    cache) GPU_CACHE_MODE=save OUTDIR=$OUT . scripts/gpu_cache.sh ;;
+    *) echo "unknown step $step" ;;
+  esac > "$OUT/$step.log" 2>&1
+  echo "== $step: exit $? in $(( $(date +%s) - start )) s"; tail -n 25 "$OUT/$step.log"
+done
