@@ -82,8 +82,8 @@ def initial_gaussians(scene: Scene, sh_degree: int, device: torch.device) -> Gau
 # ----------------------------------------------------------------------------- one step
 
 
-def render_step(camera, gaussians, pipe, bg, backend: str) -> dict:
-    return render(camera, gaussians, pipe, bg, backend=backend)
+def render_step(camera, gaussians, pipe, bg, backend: str, depth: bool = True) -> dict:
+    return render(camera, gaussians, pipe, bg, backend=backend, depth=depth)
 
 
 def compute_losses(
@@ -151,7 +151,8 @@ def build_method(
         gate = ROIGate.from_args(roi, far_scene_depths(points, train_cams))
 
     def render_fn(camera, model, features):
-        return render(camera, model, pipe, background, features=features, backend=backend)
+        return render(camera, model, pipe, background, features=features, backend=backend,
+                      depth=False)  # fmt: skip
 
     strategy = build_strategy(
         opt, scene.cameras_extent, dataset.white_background, densify, gate, train_cams, render_fn
@@ -238,6 +239,8 @@ def training(
     marks["extensions"] = time.perf_counter()
     in_loop_io = 0.0  # evaluation, saving and checkpoints inside the loop
     log_every = max(1, speed.log_interval)
+    # The depth channel costs rasterization work; render it only when a loss reads it.
+    render_depth = extra_losses is not None and extra_losses.reads_rendered_depth
     ema_loss = torch.zeros((), device=device)
     progress = tqdm(range(first_iter, opt.iterations), desc="Training progress")
     first_iter += 1
@@ -253,7 +256,7 @@ def training(
             pipe.debug = True
         bg = torch.rand(3, device=device) if opt.random_background else background
 
-        render_pkg = render_step(camera, gaussians, pipe, bg, backend)
+        render_pkg = render_step(camera, gaussians, pipe, bg, backend, render_depth)
         strategy.step_pre_backward(render_pkg, state, iteration)
         loss, terms = compute_losses(render_pkg, camera, opt, ssim_fn, extra_losses, iteration)
         loss.backward()

@@ -66,7 +66,7 @@ def main() -> int:
     def iteration(it: int) -> None:
         set_lr(optimizer, "means", means_lr(it))
         cam = cams[it % len(cams)]
-        pkg = train.render_step(cam, gaussians, pipe, bg, backend)
+        pkg = train.render_step(cam, gaussians, pipe, bg, backend, depth=False)
         strategy.step_pre_backward(pkg, state, it)
         loss, _ = train.compute_losses(pkg, cam, opt, fast_ssim)
         loss.backward()

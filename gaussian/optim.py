@@ -5,12 +5,18 @@ layout): each key has its own learning rate and its own Adam state (``exp_avg``,
 ``exp_avg_sq``, ``step`` in ``optimizer.state[param]``, as torch.optim.Adam keeps them), so
 ``gaussian/ops.py`` can edit the state of any key.
 
-``FlatAdam`` is Adam with exactly torch's update rule, laid out for speed: the moments of
-all keys live in two flat buffers (the per-parameter state tensors are views into them), so
-one step is a handful of full-width elementwise kernels over every Gaussian attribute at
-once. torch's fused and foreach Adam launch one multi-tensor kernel per group whose block
-count follows the tensor size; with six groups of very different sizes (45 SH values per
-Gaussian next to 1 opacity) that leaves most of a large GPU idle.
+Three implementations of exactly torch's Adam update, picked by ``build_optimizer``:
+
+- ``FusedAdam`` (CUDA with gsplat, the default there): gsplat's one-pass Adam kernel, one
+  launch per key, bias correction folded into step size and epsilon.
+- ``FlatAdam`` (its PyTorch twin, CUDA without gsplat, or selective steps on the CPU): the
+  moments of all keys in two flat buffers, so a step is a handful of full-width
+  elementwise kernels. torch's fused and foreach Adam launch one multi-tensor kernel per
+  group whose block count follows the tensor size; with six groups of very different
+  sizes (45 SH values per Gaussian next to 1 opacity) that leaves most of a GPU idle.
+- torch's foreach Adam on the CPU.
+
+``FusedAdam`` and ``FlatAdam`` also take selective steps (``visible``).
 
 Two variations, used by the Improved-GS strategy and off by default:
 
@@ -169,6 +175,60 @@ class FlatAdam(torch.optim.Optimizer):
         return loss
 
 
+class FusedAdam(torch.optim.Optimizer):
+    """Adam (torch's update rule, no weight decay) through gsplat's fused CUDA kernel.
+
+    One launch per parameter reads the parameter, its gradient and both moments once and
+    writes them once (``FlatAdam``, its PyTorch twin, needs about ten passes). The kernel
+    has no bias correction, so it is folded into the step size and epsilon, exactly:
+
+        lr * (m / bc1) / (sqrt(v / bc2) + eps)
+            = (lr * sqrt(bc2) / bc1) * m / (sqrt(v) + eps * sqrt(bc2))
+
+    State per parameter as ``torch.optim.Adam`` keeps it (``step``, ``exp_avg``,
+    ``exp_avg_sq``), so ``gaussian/ops.py`` edits it like any other Adam's. CUDA only.
+    """
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8):
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps})
+
+    @torch.no_grad()
+    def step(self, closure=None, visible: torch.Tensor | None = None):
+        """One Adam step; ``visible`` [N] bool makes it selective as ``FlatAdam.step``."""
+        from gsplat.cuda._wrapper import adam
+
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                st = self.state[p]
+                if "exp_avg" not in st:
+                    st["step"] = torch.tensor(0.0)
+                    st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                step = float(st["step"]) + 1.0  # a CPU tensor: no synchronisation
+                st["step"].fill_(step)
+                root_bc2 = math.sqrt(1.0 - beta2**step)
+                adam(p, p.grad.contiguous(), st["exp_avg"], st["exp_avg_sq"], visible,
+                     group["lr"] * root_bc2 / (1.0 - beta1**step), beta1, beta2,
+                     group["eps"] * root_bc2)  # fmt: skip
+        return loss
+
+
+def fused_adam_available(device: torch.device) -> bool:
+    """gsplat's Adam kernel can run on ``device`` (CUDA, gsplat installed)."""
+    if device.type != "cuda":
+        return False
+    from gaussian_renderer import gsplat_available
+
+    return gsplat_available()
+
+
 def build_optimizer(
     model: GaussianModel,
     lrs: dict[str, float],
@@ -177,10 +237,10 @@ def build_optimizer(
 ) -> torch.optim.Optimizer:
     """Adam over every key of ``model.params`` (or only ``keys``), eps 1e-15 as 3DGS.
 
-    ``FlatAdam`` on CUDA (same update, far fewer idle SMs) or when ``flat`` is True (needed
-    for selective updates), torch's foreach Adam otherwise.
-    Keys without an entry in ``lrs`` are an error: a new learnable per-Gaussian tensor must
-    say how fast it learns.
+    On CUDA: ``FusedAdam`` (gsplat's kernel) when gsplat is installed, else ``FlatAdam``.
+    Elsewhere torch's foreach Adam, or ``FlatAdam`` when ``flat`` is True (selective
+    updates need one of the two). Keys without an entry in ``lrs`` are an error: a new
+    learnable per-Gaussian tensor must say how fast it learns.
     """
     wanted = set(model.params) if keys is None else set(keys)
     names = [k for k in model.params if k in wanted]
@@ -188,6 +248,8 @@ def build_optimizer(
     if missing:
         raise KeyError(f"no learning rate for parameter(s) {sorted(missing)}")
     groups = [{"params": [model.params[n]], "lr": lrs[n], "name": n} for n in names]
+    if fused_adam_available(model.device):
+        return FusedAdam(groups, lr=0.0, eps=1e-15)
     if flat is None:
         flat = model.device.type == "cuda"
     if flat:
@@ -296,7 +358,7 @@ def build_training_optimizer(
     improved`` an ``OptimizerSet`` whose member ``"sh"`` holds the higher SH bands at
     learning rate ``shfeature_lr / 20`` (Improved-GS)."""
     lrs = default_learning_rates(opt, spatial_lr_scale)
-    # Selective (sparse Adam) steps need FlatAdam; otherwise the device decides.
+    # Selective (sparse Adam) steps need FusedAdam or FlatAdam; otherwise the device decides.
     flat = True if getattr(opt, "optimizer_type", "default") == "sparse_adam" else None
     if getattr(densify, "densify_strategy", "default") != "improved":
         return build_optimizer(model, lrs, flat=flat)

@@ -6,7 +6,8 @@ Rendering contract (both backends, same semantics):
 key                shape          meaning
 ================== ============== ==============================================
 render             [3, H, W]      RGB composited on ``bg_color``
-depth              [1, H, W]      expected camera z-depth (sum w z / sum w)
+depth              [1, H, W]      expected camera z-depth (sum w z / sum w); absent
+                                  with ``depth=False``
 alpha              [1, H, W]      accumulated opacity
 features           [C, H, W]      extra per-Gaussian channels, when ``features`` given
 viewspace_points   [..., N, 2]    projected means (pixels), gradients retained by the
@@ -80,8 +81,13 @@ def render(
     override_color: torch.Tensor | None = None,  # [N, 3] colours instead of SH
     packed: bool = False,
     absgrad: bool = False,
+    depth: bool = True,
 ) -> dict:
-    """Render ``viewpoint_camera`` (a ``scene.cameras.Camera``). See the module docstring."""
+    """Render ``viewpoint_camera`` (a ``scene.cameras.Camera``). See the module docstring.
+
+    ``depth=False`` leaves the expected depth out (no ``"depth"`` key): one channel less to
+    rasterize and differentiate, for training runs whose losses do not read it.
+    """
     if getattr(pipe, "debug", False):
         _check_finite(pc)
     backend = resolve_backend(backend, pc.device)
@@ -110,7 +116,7 @@ def render(
         img, alpha, meta = rasterize(
             pc.get_xyz, pc.params["quats"], scales, pc.get_opacity, colors,
             viewpoint_camera.viewmat, viewpoint_camera.K, width, height, background=bg,
-            antialiased=antialiased, covars=covars,
+            render_depth=depth, antialiased=antialiased, covars=covars,
         )  # fmt: skip
         means2d, radii = meta["means2d"], meta["radii"]
     else:
@@ -118,14 +124,13 @@ def render(
 
         img, alpha, means2d, radii = rasterize_gsplat(
             viewpoint_camera, pc, pipe, bg_color, scales, covars, features, override_color,
-            packed=packed, absgrad=absgrad, antialiased=antialiased,
+            packed=packed, absgrad=absgrad, antialiased=antialiased, depth=depth,
         )  # fmt: skip
 
     img = img.permute(2, 0, 1)  # [D, H, W]
     radii_max = radii.max(dim=-1).values if radii.dim() > 1 else radii
     out = {
         "render": img[:3],
-        "depth": img[-1:],
         "alpha": alpha.permute(2, 0, 1),
         "viewspace_points": means2d,
         "visibility_filter": radii_max > 0,
@@ -133,6 +138,8 @@ def render(
         "width": width,
         "height": height,
     }
+    if depth:
+        out["depth"] = img[-1:]
     if features is not None:
         out["features"] = img[3 : 3 + n_feat]
     return out

@@ -59,12 +59,13 @@ def rasterize_gsplat(
     packed: bool = False,
     absgrad: bool = False,
     antialiased: bool = False,
+    depth: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Returns image [H, W, 3 + C + 1] (depth last), alpha [H, W, 1], means2d [1, N, 2]
-    (or [nnz, 2] packed), radii [N, 2]."""
+    """Returns image [H, W, 3 + C (+ 1 depth, last, when ``depth``)], alpha [H, W, 1],
+    means2d [1, N, 2] (or [nnz, 2] packed), radii [N, 2]."""
     if packed or covars is not None:
         return _rasterize_api(camera, pc, pipe, bg_color, scales, covars, features,
-                              override_color, packed, absgrad, antialiased)  # fmt: skip
+                              override_color, packed, absgrad, antialiased, depth)  # fmt: skip
     from gsplat.cuda._wrapper import (
         fully_fused_projection,
         isect_offset_encode,
@@ -84,9 +85,13 @@ def rasterize_gsplat(
     parts = [_colors(camera, pc, pipe, override_color, visible)]
     if features is not None:
         parts.append(features)
-    parts.append(depths[0, :, None])
-    colors = torch.cat(parts, dim=-1)[None]  # [1, N, 3 + C + 1]
-    backgrounds = torch.cat([bg_color, bg_color.new_zeros(colors.shape[-1] - 3)])[None]
+    if depth:
+        parts.append(depths[0, :, None])
+    colors = (torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0])[None]  # [1, N, D]
+    n_extra = colors.shape[-1] - 3  # features and depth have a zero background
+    backgrounds = (torch.cat([bg_color, bg_color.new_zeros(n_extra)]) if n_extra else bg_color)[
+        None
+    ]
     tiles_w, tiles_h = math.ceil(width / TILE_SIZE), math.ceil(height / TILE_SIZE)
     _, isect_ids, flatten_ids = isect_tiles(means2d, radii, depths, TILE_SIZE, tiles_w, tiles_h)
     offsets = isect_offset_encode(isect_ids, 1, tiles_w, tiles_h)
@@ -94,13 +99,13 @@ def rasterize_gsplat(
         means2d, conics, colors, opacities, width, height, TILE_SIZE, offsets, flatten_ids,
         backgrounds=backgrounds, absgrad=absgrad,
     )  # fmt: skip
-    # Expected depth: the alpha-weighted depth sum over the accumulated alpha.
-    img = torch.cat([img[..., :-1], img[..., -1:] / alpha.clamp(min=1e-10)], dim=-1)
+    if depth:  # expected depth: the alpha-weighted depth sum over the accumulated alpha
+        img = torch.cat([img[..., :-1], img[..., -1:] / alpha.clamp(min=1e-10)], dim=-1)
     return img[0], alpha[0], means2d, radii[0]
 
 
 def _rasterize_api(camera, pc, pipe, bg_color, scales, covars, features, override_color,
-                   packed, absgrad, antialiased):  # fmt: skip
+                   packed, absgrad, antialiased, depth=True):  # fmt: skip
     """The same render through ``gsplat.rasterization`` (packed mode, explicit covariances)."""
     from gsplat import rasterization
 
@@ -120,7 +125,7 @@ def _rasterize_api(camera, pc, pipe, bg_color, scales, covars, features, overrid
         width=camera.image_width,
         height=camera.image_height,
         backgrounds=backgrounds,
-        render_mode="RGB+ED",
+        render_mode="RGB+ED" if depth else "RGB",
         packed=packed,
         absgrad=absgrad,
         rasterize_mode="antialiased" if antialiased else "classic",

@@ -9,7 +9,9 @@ if [ "${GPU_CACHE_MODE:-restore}" = save ]; then
   ls -la "${OUTDIR:-.}"/ext_cache.part*
 elif ls .gpu/ext_cache/ext_cache.part* >/dev/null 2>&1; then
   cat .gpu/ext_cache/ext_cache.part* | tar -C / -xzf -
-  # Built objects must look newer than the freshly unpacked wheel sources, or ninja rebuilds.
-  for d in $_exts; do [ -d "$d" ] && find "$d" -type f -exec touch {} +; done
+  # The built objects keep their archived times (touching them would invalidate ninja's
+  # dependency log and rebuild everything); the freshly installed gsplat sources are
+  # back-dated instead, so that ninja sees the objects as newer.
+  [ -d /tmp/site/gsplat ] && find /tmp/site/gsplat -type f -exec touch -d 2001-01-01 {} +
   echo "restored CUDA extension cache"
 fi

@@ -5,9 +5,11 @@
 #   bash scripts/gpu_session.sh tests profile speed demo roi cache
 #
 # Steps:
-#   tests    pytest -m gpu (the GPU half of the suite)
+#   tests    pytest -m gpu (the GPU half of the suite; TEST_ARGS: files or -k filters)
+#   lpdr     bench/lpdr.py: LPDR loss cost against L1 + SSIM
 #   profile  bench/profile_step.py on lego late in training, direct stages vs gsplat API
 #   speed    bench/train_speed.py (SPEED_ARGS, default: lego and fern, fast loop)
+#   startup  import times of train.py and gsplat, CUDA context creation
 #   demo     scripts/demo.py --backend gsplat, timed
 #   roi      scripts/run_maryrose_roi.py (issue 5 acceptance; data in $SEGSPLAT_DATA)
 #   cache    save the compiled CUDA extensions to $OUT (copy into .gpu/ext_cache/)
@@ -33,11 +35,16 @@ PY
 for step in "$@"; do
   start=$(date +%s)
   case $step in
-    tests) python3 -m pytest -m gpu -q -rs ;;
+    tests) python3 -m pytest -m gpu -q -rs ${TEST_ARGS:-} ;;
+    lpdr) python3 bench/lpdr.py ;;
     profile) python3 bench/profile_step.py -s data_local/lego -w --eval --warmup 5000 \
       --steps 50 --compare_api ;;
     speed) python3 bench/train_speed.py --data data_local --results "$OUT/RESULTS_speed.md" \
-      ${SPEED_ARGS:---scenes lego fern --variants fast} ;;
+      --log "$OUT/speed_train.log" ${SPEED_ARGS:---scenes lego fern --variants fast} ;;
+    startup) python3 -X importtime -c "import train, gsplat" 2> "$OUT/importtime.log"
+      sort -t'|' -k2 -n "$OUT/importtime.log" | tail -12
+      python3 -c "import time; t = time.time(); import torch; torch.zeros(1, device='cuda')
+print(f'import torch + CUDA context: {time.time() - t:.2f} s')" ;;
     demo) python3 scripts/demo.py --backend gsplat -o "$OUT/demo_run" ;;
     roi) python3 scripts/run_maryrose_roi.py --results "$OUT/RESULTS_roi.md" ${ROI_ARGS:-} ;;
     cache) GPU_CACHE_MODE=save OUTDIR=$OUT . scripts/gpu_cache.sh ;;

@@ -98,3 +98,24 @@ def test_direct_stages_match_gsplat_rasterization(monkeypatch, with_features, an
         assert (out_d[key] - out_a[key]).abs().max() < 1e-5, key
     errors = {key: rel_err(grads_d[key], grads_a[key]) for key in grads_a}
     assert all(e < 1e-5 for e in errors.values()), errors
+
+
+@pytest.mark.parametrize("backend", ["gsplat", "torch"])
+def test_render_without_depth(backend):
+    """``depth=False`` drops the depth channel and changes nothing else."""
+    model, cam, _ = scene()
+    pipe = SimpleNamespace(antialiasing=False)
+    bg = torch.tensor([0.1, 0.3, 0.6], device="cuda")
+    outs, grads = [], []
+    for depth in (True, False):
+        for p in model.params.values():
+            p.grad = None
+        out = render(cam, model, pipe, bg, backend=backend, depth=depth)
+        (out["render"].pow(2).sum() + out["alpha"].sum()).backward()
+        outs.append(out)
+        grads.append({k: p.grad.clone() for k, p in model.params.items()})
+    assert "depth" in outs[0] and "depth" not in outs[1]
+    for key in ("render", "alpha"):
+        assert (outs[0][key] - outs[1][key]).abs().max() < 1e-6, key
+    errors = {k: rel_err(grads[1][k], grads[0][k]) for k in grads[0]}
+    assert all(e < 1e-5 for e in errors.values()), errors

@@ -136,3 +136,23 @@ def test_culling():
     p = project_gaussians(means, quats, scales, torch.full((3,), 0.9), viewmat, K, 10, 10)
     visible = (p["radii"] > 0).any(-1).tolist()
     assert visible == [False, True, False]  # behind the camera, inside, outside the image
+
+
+def test_render_depth_flag_on_cpu():
+    """render(depth=False) on the torch backend: no depth key, the same image and alpha."""
+    from types import SimpleNamespace
+
+    from gaussian.model import GaussianModel
+    from gaussian_renderer import render
+    from scene.cameras import Camera
+
+    g = torch.Generator().manual_seed(0)
+    model = GaussianModel.from_points(torch.randn(300, 3, generator=g) * 0.5,
+                                      torch.rand(300, 3, generator=g), 3)  # fmt: skip
+    cam = Camera(0, "v.png", np.eye(3), np.array([0.0, 0.0, 3.0]), 60.0, 60.0, 24.0, 20.0, 48, 40)
+    pipe, bg = SimpleNamespace(), torch.tensor([0.2, 0.4, 0.6])
+    with_depth = render(cam, model, pipe, bg, backend="torch")
+    without = render(cam, model, pipe, bg, backend="torch", depth=False)
+    assert with_depth["depth"].shape == (1, 40, 48) and "depth" not in without
+    assert torch.allclose(with_depth["render"], without["render"], atol=1e-6)
+    assert torch.allclose(with_depth["alpha"], without["alpha"], atol=1e-6)

@@ -38,6 +38,11 @@ class ExtraLosses:
     depth_pearson_window: tuple[int, int] = (0, 0)
     depth_patch_size: int = 16
 
+    @property
+    def reads_rendered_depth(self) -> bool:
+        """Whether some term needs the rendered depth (``render(..., depth=True)``)."""
+        return self.lambda_depth_ssi > 0 or self.lambda_depth_pearson > 0
+
     def l1(
         self,
         image: torch.Tensor,  # [3, H, W]

@@ -90,12 +90,16 @@ def lpdr_loss(
     dc_weight: float = 0.3,
 ) -> torch.Tensor:
     """The LPDR loss (module docstring); 0 for identical images."""
-    pb, pdc = laplacian_pyramid(pred, levels, kernel_size, sigma)
-    gb, gdc = laplacian_pyramid(gt, levels, kernel_size, sigma)
-    if not gb:
+    p = pred[None] if pred.dim() == 3 else pred
+    g = gt[None] if gt.dim() == 3 else gt
+    n = p.shape[0]
+    # One pyramid over prediction and ground truth stacked: half the kernel launches.
+    bands, dc = laplacian_pyramid(torch.cat([p, g.detach()]), levels, kernel_size, sigma)
+    if not bands:
         return (pred - gt).abs().mean()
-    w = band_weights(gb, gamma)
-    loss = sum(w[i] * (p - g).abs().mean() for i, (p, g) in enumerate(zip(pb, gb, strict=True)))
+    w = band_weights([b[n:] for b in bands], gamma)
+    l1 = torch.stack([(b[:n] - b[n:]).abs().mean() for b in bands])
+    loss = (w * l1).sum()
     if dc_weight > 0:
-        loss = loss + dc_weight * (pdc - gdc).abs().mean()
+        loss = loss + dc_weight * (dc[:n] - dc[n:]).abs().mean()
     return loss

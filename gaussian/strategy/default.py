@@ -95,12 +95,10 @@ class DefaultStrategy(Strategy):
         norm = torch.hypot(grad[:, 0] * (0.5 * render_pkg["width"]),
                            grad[:, 1] * (0.5 * render_pkg["height"]))  # fmt: skip
         vis = render_pkg["visibility_filter"]
-        state["grad2d"] += torch.where(vis, norm, torch.zeros_like(norm))
-        state["count"] += vis.to(state["count"].dtype)
-        radii = render_pkg["radii"].to(state["max_radii"].dtype)
-        state["max_radii"] = torch.where(
-            vis, torch.maximum(state["max_radii"], radii), state["max_radii"]
-        )
+        state["grad2d"].add_(norm * vis)
+        state["count"].add_(vis)
+        # Radii are 0 outside the view, so the running maximum needs no mask.
+        torch.maximum(state["max_radii"], render_pkg["radii"], out=state["max_radii"])
 
     # ------------------------------------------------------------------ step
 
