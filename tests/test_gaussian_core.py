@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -217,3 +219,32 @@ def test_flat_adam_selective_step_leaves_hidden_gaussians_alone():
         assert torch.equal(p[~visible], before[k][~visible]), k
         assert torch.equal(opt.state[p]["exp_avg"][~visible], moments[k][~visible]), k
         assert not torch.equal(p[visible], before[k][visible]), k
+
+
+def test_flat_adam_state_dict_round_trips_through_torch_adam():
+    """FlatAdam's state_dict has torch's format: it loads into torch.optim.Adam and back,
+    and training continues identically."""
+    from gaussian.optim import FlatAdam
+
+    def groups(model):
+        return [{"params": [p], "lr": LRS[k], "name": k} for k, p in model.params.items()]
+
+    a, b = make_model(30, seed=2), make_model(30, seed=2)
+    flat = FlatAdam(groups(a), lr=0.0, eps=1e-15)
+    for _ in range(3):
+        step_once(a, flat)
+    with torch.no_grad():
+        for k, p in b.params.items():
+            p.copy_(a.params[k])
+    adam = torch.optim.Adam(groups(b), lr=0.0, eps=1e-15)
+    adam.load_state_dict(copy.deepcopy(flat.state_dict()))  # as through torch.save/load
+    step_once(a, flat)
+    step_once(b, adam)
+    for k in a.params:
+        torch.testing.assert_close(a.params[k], b.params[k])
+    back = FlatAdam(groups(a), lr=0.0, eps=1e-15)
+    back.load_state_dict(copy.deepcopy(adam.state_dict()))
+    assert [g["name"] for g in back.param_groups] == list(a.params)
+    for k, p in a.params.items():
+        torch.testing.assert_close(back.state[p]["exp_avg_sq"],
+                                   adam.state[b.params[k]]["exp_avg_sq"])  # fmt: skip
