@@ -81,3 +81,21 @@ def test_pearson_patch_loss():
     loss.backward()
     assert torch.isfinite(r.grad).all()
     assert pearson_patch_loss(r, torch.zeros(1, 40, 40), patch=16).item() == 0.0
+
+
+@pytest.mark.parametrize("size", [(32, 48), (33, 27), (5, 6)])
+def test_blur_pool_equals_blur_then_average_pool(size):
+    """The fused strided kernel gives avg_pool2d(gaussian_blur(x), 2), odd sizes included."""
+    import torch.nn.functional as F
+
+    from utils.lpdr import blur_pool, gaussian_blur
+
+    x = torch.rand(2, 3, *size, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    torch.testing.assert_close(blur_pool(x), F.avg_pool2d(gaussian_blur(x), 2, stride=2))
+
+
+def test_lpdr_with_given_weights_matches():
+    g = torch.Generator().manual_seed(1)
+    pred, gt = torch.rand(3, 40, 36, generator=g), torch.rand(3, 40, 36, generator=g)
+    weights = band_weights(laplacian_pyramid(gt)[0])
+    torch.testing.assert_close(lpdr_loss(pred, gt, weights=weights), lpdr_loss(pred, gt))

@@ -47,6 +47,30 @@ def gaussian_blur(
     return F.conv2d(x, g.view(1, 1, -1, 1).expand(C, 1, kernel_size, 1), groups=C)
 
 
+@functools.lru_cache(maxsize=8)
+def _blur_pool_kernel(size: int, sigma: float, device: torch.device, dtype: torch.dtype):
+    """[1, 1, size + 1, size + 1]: the Gaussian blur and the 2x2 average pool in one
+    kernel (the full convolution of the Gaussian taps with [0.5, 0.5], in both axes)."""
+    g = _gaussian_kernel_1d(size, sigma, device, dtype)
+    h = 0.5 * (F.pad(g, (0, 1)) + F.pad(g, (1, 0)))
+    return torch.outer(h, h)[None, None]
+
+
+def blur_pool(
+    img: torch.Tensor,  # [B, C, H, W]
+    kernel_size: int = 5,
+    sigma: float = 1.0,
+) -> torch.Tensor:  # [B, C, H // 2, W // 2]
+    """``avg_pool2d(gaussian_blur(img), 2)`` as one strided convolution (same values:
+    both are linear, and the pooled blur reads a (size + 1)² window at stride 2)."""
+    B, C, H, W = img.shape
+    pad = kernel_size // 2
+    mode = "reflect" if min(H, W) > pad else "replicate"
+    x = F.pad(img.reshape(B * C, 1, H, W), (pad, pad, pad, pad), mode=mode)
+    k = _blur_pool_kernel(kernel_size, float(sigma), img.device, img.dtype)
+    return F.conv2d(x, k, stride=2).reshape(B, C, H // 2, W // 2)
+
+
 def laplacian_pyramid(
     img: torch.Tensor,  # [C, H, W] or [B, C, H, W]
     levels: int = 3,
@@ -62,7 +86,7 @@ def laplacian_pyramid(
     for _ in range(levels):
         if min(x.shape[-2:]) < 2:
             break
-        down = F.avg_pool2d(gaussian_blur(x, kernel_size, sigma), 2, stride=2)
+        down = blur_pool(x, kernel_size, sigma)
         up = F.interpolate(down, size=x.shape[-2:], mode="bilinear", align_corners=False)
         bands.append(x - up)
         x = down
@@ -88,8 +112,13 @@ def lpdr_loss(
     sigma: float = 1.0,
     gamma: float = 1.2,
     dc_weight: float = 0.3,
+    weights: torch.Tensor | None = None,  # [levels] band weights of ``gt``, if known
 ) -> torch.Tensor:
-    """The LPDR loss (module docstring); 0 for identical images."""
+    """The LPDR loss (module docstring); 0 for identical images.
+
+    The band weights depend on the ground truth only: pass ``weights`` (from
+    ``band_weights``) to reuse them across iterations of the same view.
+    """
     p = pred[None] if pred.dim() == 3 else pred
     g = gt[None] if gt.dim() == 3 else gt
     n = p.shape[0]
@@ -97,7 +126,7 @@ def lpdr_loss(
     bands, dc = laplacian_pyramid(torch.cat([p, g.detach()]), levels, kernel_size, sigma)
     if not bands:
         return (pred - gt).abs().mean()
-    w = band_weights([b[n:] for b in bands], gamma)
+    w = band_weights([b[n:] for b in bands], gamma) if weights is None else weights
     l1 = torch.stack([(b[:n] - b[n:]).abs().mean() for b in bands])
     loss = (w * l1).sum()
     if dc_weight > 0:
