@@ -381,8 +381,8 @@ def evaluate(
             continue
         l1_sum, psnr_sum = 0.0, 0.0
         for idx, camera in enumerate(cameras):
-            image = torch.clamp(render(camera, gaussians, pipe, background, backend=backend)
-                                ["render"], 0.0, 1.0)  # fmt: skip
+            out = render(camera, gaussians, pipe, background, backend=backend, depth=False)
+            image = torch.clamp(out["render"], 0.0, 1.0)
             gt = torch.clamp(camera.original_image.to(image.device), 0.0, 1.0)
             if tb_writer is not None and idx < 5:
                 tag = f"{name}_view_{camera.image_stem}"

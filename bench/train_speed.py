@@ -12,7 +12,8 @@ Scenes (fixed settings):
 Variants:
   fast   the default loop: fused CUDA SSIM, loss read back once per log interval
   stock  PyTorch SSIM and a host read-back every iteration, like the original 3DGS loop
-  Any other variant name is taken as "name=extra train.py flags" (e.g. "packed=--packed").
+  Any other variant name is taken as "name=extra train.py flags", separated by spaces or
+  commas (e.g. "priors=--use_mask,--use_lpdr").
 
 Each run is train.py, then render.py --skip_train and metrics.py, as subprocesses. The
 table is printed and appended to docs/RESULTS.md with the device name and the command.
@@ -67,7 +68,8 @@ def bench_one(scene: str, variant: str, args, out_root: str, log) -> dict:
     shutil.rmtree(model, ignore_errors=True)
     extra = VARIANT_FLAGS.get(variant)
     if extra is None:
-        extra = variant.split("=", 1)[1].split() if "=" in variant else []
+        # "name=flags": flags separated by spaces or commas (commas survive shell splitting)
+        extra = variant.split("=", 1)[1].replace(",", " ").split() if "=" in variant else []
     py = sys.executable
     train_cmd = [py, "train.py", *scene_args(scene, args.data, vars(args)["iters"]), "-m", model,
                  "--quiet", *extra, *args.train_args]  # fmt: skip

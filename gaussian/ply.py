@@ -50,10 +50,9 @@ def save_ply(model: GaussianModel, path: str) -> None:
         p["quats"],
     ]
     data = torch.cat(columns, dim=1).numpy()
-    names = attribute_names(n_rest)
-    elements = np.empty(n, dtype=[(name, "f4") for name in names])
-    for i, name in enumerate(names):
-        elements[name] = data[:, i]
+    # Rows of float32 columns are already the PLY's record layout: view, do not copy.
+    dtype = np.dtype([(name, "<f4") for name in attribute_names(n_rest)])
+    elements = np.ascontiguousarray(data, dtype="<f4").view(dtype).reshape(n)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".tmp"
     PlyData([PlyElement.describe(elements, "vertex")]).write(tmp)

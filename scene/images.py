@@ -22,7 +22,6 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
@@ -132,6 +131,8 @@ def undistort(
     fx, fy, cx, cy = K
     # OpenCV puts pixel centres at integer coordinates: shift the principal point by -0.5.
     Kcv = np.array([[fx, 0, cx - 0.5], [0, fy, cy - 0.5], [0, 0, 1]], dtype=np.float64)
+    import cv2  # only distorted cameras need it (its import costs start-up time)
+
     return cv2.undistort(img, Kcv, np.asarray(distortion, dtype=np.float64), None, Kcv)
 
 

@@ -7,8 +7,9 @@
 # Steps:
 #   tests    pytest -m gpu (the GPU half of the suite; TEST_ARGS: files or -k filters)
 #   lpdr     bench/lpdr.py: LPDR loss cost against L1 + SSIM
-#   fern_priors  depth priors for data_local/fern_priors (which has GrabCut pure_masks/),
-#            from a RANDOM-INIT Depth Pro: for timing the prior-based losses only
+#   fern_priors  depth priors for data_local/fern_priors (which has GrabCut pure_masks/ and
+#            COLMAP intrinsics in depth_intrinsics/0, outside the reader's sparse/), from a
+#            RANDOM-INIT Depth Pro: for timing the prior-based losses only
 #   profile  bench/profile_step.py on lego late in training, direct stages vs gsplat API
 #   speed    bench/train_speed.py (SPEED_ARGS, default: lego and fern, fast loop)
 #   startup  import times of train.py and gsplat, CUDA context creation
@@ -40,7 +41,7 @@ for step in "$@"; do
     tests) python3 -m pytest -m gpu -q -rs ${TEST_ARGS:-} ;;
     lpdr) python3 bench/lpdr.py ;;
     fern_priors) [ -d data_local/fern_priors/depth_pro ] || python3 predepth.py \
-      -s data_local/fern_priors -i images_8 --random_init_weights ;;
+      -s data_local/fern_priors -i images_8 --random_init_weights --sparse depth_intrinsics/0 ;;
     profile) python3 bench/profile_step.py -s data_local/lego -w --eval --warmup 5000 \
       --steps 50 --compare_api ;;
     speed) python3 bench/train_speed.py --data data_local --results "$OUT/RESULTS_speed.md" \
