@@ -110,6 +110,15 @@ class AdamBase:
             self.param_groups.append(group)
         self.state: dict = defaultdict(dict)
 
+    def _init_state(self, p: torch.Tensor) -> dict:
+        """``p``'s state, created (step 0, zero moments) on its first step."""
+        st = self.state[p]
+        if "exp_avg" not in st:
+            st["step"] = torch.tensor(0.0)
+            st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        return st
+
     def zero_grad(self, set_to_none: bool = True) -> None:
         for group in self.param_groups:
             for p in group["params"]:
@@ -181,11 +190,7 @@ class FlatAdam(AdamBase):
                 return m, v
         m_parts, v_parts = [], []
         for p in params:
-            st = self.state[p]
-            if "exp_avg" not in st:
-                st["step"] = torch.tensor(0.0)
-                st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            st = self._init_state(p)
             m_parts.append(st["exp_avg"].reshape(-1))
             v_parts.append(st["exp_avg_sq"].reshape(-1))
         m, v = torch.cat(m_parts), torch.cat(v_parts)
@@ -277,11 +282,7 @@ class FusedAdam(AdamBase):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                st = self.state[p]
-                if "exp_avg" not in st:
-                    st["step"] = torch.tensor(0.0)
-                    st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                st = self._init_state(p)
                 step = float(st["step"]) + 1.0  # a CPU tensor: no synchronisation
                 st["step"].fill_(step)
                 root_bc2 = math.sqrt(1.0 - beta2**step)
