@@ -404,17 +404,22 @@ def evaluate(
 # ----------------------------------------------------------------------------- main
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> tuple[ArgumentParser, dict]:
+    """train.py's command line: the parser and its parameter groups by name (``model``,
+    ``opt``, ``pipe``, ``sparse``, ``backend``, ``speed``, ``roi``, ``densify``, ``depth``),
+    shared with bench/profile_step.py."""
     parser = ArgumentParser(description="Training script parameters")
-    lp = ModelParams(parser)
-    op = OptimizationParams(parser)
-    pp = PipelineParams(parser)
-    sp = SparseViewParams(parser)
-    bp = BackendParams(parser)
-    sp2 = SpeedParams(parser)
-    rp = ROIParams(parser)
-    dp = DensifyParams(parser)
-    zp = DepthLossParams(parser)
+    groups = {
+        "model": ModelParams(parser),
+        "opt": OptimizationParams(parser),
+        "pipe": PipelineParams(parser),
+        "sparse": SparseViewParams(parser),
+        "backend": BackendParams(parser),
+        "speed": SpeedParams(parser),
+        "roi": ROIParams(parser),
+        "densify": DensifyParams(parser),
+        "depth": DepthLossParams(parser),
+    }
     parser.add_argument("--debug_from", type=int, default=-1)
     parser.add_argument("--detect_anomaly", action="store_true", default=False)
     parser.add_argument("--test_iterations", nargs="+", type=int, default=[7_000, 30_000])
@@ -423,6 +428,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint_iterations", nargs="+", type=int, default=[])
     parser.add_argument("--start_checkpoint", type=str, default=None)
     parser.add_argument("--seed", type=int, default=0, help="random seed")
+    return parser, groups
+
+
+def method_args(groups: dict, args: Namespace) -> Namespace:
+    """The ROI / densification / depth flag values as ``training``'s ``method``."""
+    return Namespace(**{k: groups[k].extract(args) for k in ("roi", "densify", "depth")})
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser, g = build_parser()
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     args.save_iterations.append(args.iterations)
     print("Optimizing " + args.model_path)
@@ -430,19 +445,19 @@ def main(argv: list[str] | None = None) -> int:
     torch.autograd.set_detect_anomaly(args.detect_anomaly)
     try:
         training(
-            lp.extract(args),
-            op.extract(args),
-            pp.extract(args),
-            sp.extract(args),
-            bp.extract(args),
-            sp2.extract(args),
+            g["model"].extract(args),
+            g["opt"].extract(args),
+            g["pipe"].extract(args),
+            g["sparse"].extract(args),
+            g["backend"].extract(args),
+            g["speed"].extract(args),
             args.test_iterations,
             args.save_iterations,
             args.checkpoint_iterations,
             args.start_checkpoint,
             args.debug_from,
             args,
-            Namespace(roi=rp.extract(args), densify=dp.extract(args), depth=zp.extract(args)),
+            method_args(g, args),
         )
     except SceneError as exc:
         print(f"error: {exc}", file=sys.stderr)

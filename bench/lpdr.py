@@ -9,6 +9,7 @@ loss of 3DGS for scale, and the operators that dominate LPDR's GPU time.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import time
@@ -18,7 +19,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from utils.loss_utils import fast_ssim, l1_loss, load_fused_ssim  # noqa: E402
-from utils.lpdr import lpdr_loss  # noqa: E402
+from utils.lpdr import lpdr_coefficients, lpdr_loss  # noqa: E402
 
 
 def time_loss(fn, pred, gt, steps: int) -> float:
@@ -51,7 +52,10 @@ def main() -> int:
     gt = torch.rand(3, *args.size, generator=g).to(device)
     rows = {
         "L1 + SSIM (3DGS)": lambda a, b: 0.8 * l1_loss(a, b) + 0.2 * (1 - fast_ssim(a, b)),
-        "LPDR": lpdr_loss,
+        "LPDR (band weights from the ground truth each call)": lpdr_loss,
+        "LPDR (per-view coefficients cached, as train.py)": functools.partial(
+            lpdr_loss, coefficients=lpdr_coefficients(gt)
+        ),
     }
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"| loss, fwd+bwd, {args.size[0]}x{args.size[1]}, {name} | ms per call |\n|---|---|")
@@ -61,7 +65,7 @@ def main() -> int:
         from torch.profiler import ProfilerActivity, profile
 
         with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-            time_loss(lpdr_loss, pred, gt, 20)
+            time_loss(rows["LPDR (per-view coefficients cached, as train.py)"], pred, gt, 20)
         print(prof.key_averages().table(sort_by="self_device_time_total", row_limit=12))
     return 0
 

@@ -2,11 +2,13 @@
 
     python bench/profile_step.py -s <scene> [train.py flags] [--warmup 300] [--steps 50]
 
-Builds the scene and Gaussians exactly as train.py does, runs ``--warmup`` plain training
-iterations (densification included), then profiles ``--steps`` iterations with
+Takes every train.py flag (ROI, densification and depth-loss flags included) and builds
+the scene, priors, Gaussians, strategy, losses and optimizer as train.py does, runs
+``--warmup`` training iterations (densification included), then profiles ``--steps`` iterations with
 torch.profiler and prints: wall time per iteration, GPU busy time per iteration, and the
 top operators by CPU and by GPU time. If CPU time per iteration exceeds GPU time, the loop
-is launch-bound and only less Python/fewer launches make it faster.
+is launch-bound and only less Python/fewer launches make it faster. ``--phases`` adds the
+time of each phase of a step (render, loss, backward, strategy, optimizer).
 """
 
 from __future__ import annotations
@@ -14,65 +16,86 @@ from __future__ import annotations
 import os
 import sys
 import time
-from argparse import ArgumentParser
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import train  # noqa: E402
-from arguments import (  # noqa: E402
-    BackendParams,
-    ModelParams,
-    OptimizationParams,
-    PipelineParams,
-    SparseViewParams,
-    SpeedParams,
-)
-from gaussian.optim import build_optimizer, default_learning_rates, expon_lr, set_lr  # noqa: E402
-from gaussian.strategy.default import DefaultStrategy  # noqa: E402
+from gaussian.optim import build_training_optimizer, expon_lr, set_lr  # noqa: E402
 from gaussian_renderer import gsplat_backend, resolve_backend  # noqa: E402
 from scene import Scene  # noqa: E402
+from utils.general_utils import pick_device  # noqa: E402
 from utils.loss_utils import fast_ssim, load_fused_ssim  # noqa: E402
+from utils.roi import attach_training_priors  # noqa: E402
+
+PHASES = ("render", "loss", "backward", "strategy", "optimizer")
 
 
 def main() -> int:
-    parser = ArgumentParser(description=__doc__)
-    lp, op, pp = ModelParams(parser), OptimizationParams(parser), PipelineParams(parser)
-    sp, bp = SparseViewParams(parser), BackendParams(parser)
-    SpeedParams(parser)  # accepted for command-line compatibility with train.py
+    parser, groups = train.build_parser()  # every train.py flag, the method flags included
     parser.add_argument("--warmup", type=int, default=300)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--rows", type=int, default=25)
     parser.add_argument("--compare_api", action="store_true",
                         help="also time the same loop through gsplat.rasterization")  # fmt: skip
+    parser.add_argument("--phases", action="store_true",
+                        help="also time each phase of a step, synchronising after each "
+                        "(the sum exceeds a free-running step; it shows the shares)")  # fmt: skip
     args = parser.parse_args()
-    dataset, opt, pipe = lp.extract(args), op.extract(args), pp.extract(args)
-    device = torch.device("cuda")
-    backend = resolve_backend(bp.extract(args).backend, device)
-    scene = Scene(dataset, sp.extract(args), device=device)
+    dataset, opt, pipe = (groups[k].extract(args) for k in ("model", "opt", "pipe"))
+    method = train.method_args(groups, args)
+    device = pick_device("cuda")  # CPU (torch backend) only for a smoke run
+
+    def synchronize() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    backend = resolve_backend(groups["backend"].extract(args).backend, device)
+    scene = Scene(dataset, groups["sparse"].extract(args), device=device)
+    cams = scene.getTrainCameras()
+    attach_training_priors(cams, scene.source_path, method.roi, method.depth)
     gaussians = train.initial_gaussians(scene, dataset.sh_degree, device)
-    optimizer = build_optimizer(gaussians, default_learning_rates(opt, scene.cameras_extent))
+    bg = torch.tensor([1.0] * 3 if dataset.white_background else [0.0] * 3, device=device)
+    strategy, extra, schedule = train.build_method(scene, opt, dataset, pipe, bg, backend, method)
+    optimizer = build_training_optimizer(gaussians, opt, scene.cameras_extent, method.densify)
     means_lr = expon_lr(opt.position_lr_init * scene.cameras_extent,
                         opt.position_lr_final * scene.cameras_extent,
                         lr_delay_mult=opt.position_lr_delay_mult,
                         max_steps=opt.position_lr_max_steps)  # fmt: skip
-    strategy = DefaultStrategy.from_opt(opt, scene.cameras_extent, dataset.white_background)
     state = strategy.initialize_state(gaussians)
-    bg = torch.tensor([1.0] * 3 if dataset.white_background else [0.0] * 3, device=device)
-    cams = scene.getTrainCameras()
+    render_depth = extra is not None and extra.reads_rendered_depth
+    sparse_adam = opt.optimizer_type == "sparse_adam"
     load_fused_ssim(device)
+    phase_s = dict.fromkeys(PHASES, 0.0)
 
-    def iteration(it: int) -> None:
+    def mark(name: str, t0: float, timed_phases: bool) -> float:
+        if not timed_phases:
+            return t0
+        synchronize()
+        t = time.perf_counter()
+        phase_s[name] += t - t0
+        return t
+
+    def iteration(it: int, timed_phases: bool = False) -> None:
+        t = time.perf_counter()
         set_lr(optimizer, "means", means_lr(it))
+        if it % 1000 == 0:
+            gaussians.oneupSHdegree()
         cam = cams[it % len(cams)]
-        pkg = train.render_step(cam, gaussians, pipe, bg, backend, depth=False)
+        pkg = train.render_step(cam, gaussians, pipe, bg, backend, render_depth)
+        t = mark("render", t, timed_phases)
         strategy.step_pre_backward(pkg, state, it)
-        loss, _ = train.compute_losses(pkg, cam, opt, fast_ssim)
+        loss, _ = train.compute_losses(pkg, cam, opt, fast_ssim, extra, it)
+        t = mark("loss", t, timed_phases)
         loss.backward()
+        t = mark("backward", t, timed_phases)
         with torch.no_grad():
             strategy.step_post_backward(gaussians, optimizer, state, it, pkg, cam)
-            train.optimizer_step(optimizer)
+            t = mark("strategy", t, timed_phases)
+            visible = pkg["visibility_filter"] if sparse_adam else None
+            train.optimizer_step(optimizer, visible, it, schedule)
+            mark("optimizer", t, timed_phases)
 
     for it in range(1, args.warmup + 1):
         iteration(it)
@@ -80,11 +103,11 @@ def main() -> int:
 
     def timed() -> float:
         nonlocal next_it
-        torch.cuda.synchronize()
+        synchronize()
         start = time.perf_counter()
         for it in range(next_it, next_it + args.steps):
             iteration(it)
-        torch.cuda.synchronize()
+        synchronize()
         next_it += args.steps
         return (time.perf_counter() - start) / args.steps
 
@@ -109,10 +132,21 @@ def main() -> int:
             print(f"wall per iteration, {name}: {ms} ms")
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
         for it in range(next_it, next_it + args.steps):
             iteration(it)
-        torch.cuda.synchronize()
+        synchronize()
+    next_it += args.steps
+    if args.phases:
+        for it in range(next_it, next_it + args.steps):
+            iteration(it, timed_phases=True)
+        next_it += args.steps
+        total = sum(phase_s.values())
+        print("phase times with a synchronisation after each (ms per iteration):")
+        for name in PHASES:
+            ms = phase_s[name] * 1e3 / args.steps
+            print(f"  {name:<10} {ms:7.3f} ms  ({100 * phase_s[name] / total:4.1f}%)")
     events = prof.key_averages()
     gpu_us = sum(e.self_device_time_total for e in events) / args.steps
     print(f"Gaussians: {gaussians.num_gaussians}, backend {backend}")

@@ -11,6 +11,8 @@
 #            COLMAP intrinsics in depth_intrinsics/0, outside the reader's sparse/), from a
 #            RANDOM-INIT Depth Pro: for timing the prior-based losses only
 #   profile  bench/profile_step.py on lego late in training, direct stages vs gsplat API
+#   profile_fern, profile_fern_priors  bench/profile_step.py --phases on fern 3-view late
+#            in training: plain 3DGS, and with every prior-based loss (after fern_priors)
 #   speed    bench/train_speed.py (SPEED_ARGS, default: lego and fern, fast loop)
 #   startup  import times of train.py and gsplat, CUDA context creation
 #   demo     scripts/demo.py --backend gsplat, timed
@@ -23,6 +25,10 @@ mkdir -p "$OUT"
 . scripts/gpu_env.sh
 . scripts/gpu_cache.sh
 export SEGSPLAT_DATA=${SEGSPLAT_DATA:-data_local}
+# fern as bench/train_speed.py trains it, and the prior-based losses of its `priors` variant.
+FERN_ARGS="-s data_local/fern --n_views 3 --split_protocol llff"
+PRIOR_FLAGS="--use_mask --use_lpdr --lambda_depth_ssi 0.1 --lambda_depth_pearson 0.05 \
+  --roi_loss_focus_after 5000"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 python3 - <<'PY' 2>&1 | tee "$OUT/extensions.log"
 import time
@@ -44,6 +50,9 @@ for step in "$@"; do
       -s data_local/fern_priors -i images_8 --random_init_weights --sparse depth_intrinsics/0 ;;
     profile) python3 bench/profile_step.py -s data_local/lego -w --eval --warmup 5000 \
       --steps 50 --compare_api ;;
+    profile_fern) python3 bench/profile_step.py $FERN_ARGS --warmup 8000 --steps 100 --phases ;;
+    profile_fern_priors) python3 bench/profile_step.py -s data_local/fern_priors \
+      --n_views 3 --split_protocol llff $PRIOR_FLAGS --warmup 8000 --steps 100 --phases ;;
     speed) python3 bench/train_speed.py --data data_local --results "$OUT/RESULTS_speed.md" \
       --log "$OUT/speed_train.log" ${SPEED_ARGS:---scenes lego fern --variants fast} ;;
     startup) python3 -X importtime -c "import train, gsplat" 2> "$OUT/importtime.log"

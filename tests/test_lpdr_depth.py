@@ -94,8 +94,27 @@ def test_blur_pool_equals_blur_then_average_pool(size):
     torch.testing.assert_close(blur_pool(x), F.avg_pool2d(gaussian_blur(x), 2, stride=2))
 
 
-def test_lpdr_with_given_weights_matches():
+def reference_lpdr(pred, gt, gamma=1.2, dc_weight=0.3):
+    """LPDR as written in the module docstring: two pyramids, band by band."""
+    p_bands, p_dc = laplacian_pyramid(pred)
+    g_bands, g_dc = laplacian_pyramid(gt)
+    w = band_weights(g_bands, gamma)
+    bands = sum(w[i] * (p - q).abs().mean() for i, (p, q) in enumerate(zip(p_bands, g_bands)))
+    return bands + dc_weight * (p_dc - g_dc).abs().mean()
+
+
+@pytest.mark.parametrize("shape", [(3, 40, 36), (2, 3, 33, 27)])
+def test_lpdr_matches_definition_values_and_gradients(shape):
+    """One pyramid of pred - gt (linearity) and cached coefficients equal the definition."""
+    from utils.lpdr import lpdr_coefficients
+
     g = torch.Generator().manual_seed(1)
-    pred, gt = torch.rand(3, 40, 36, generator=g), torch.rand(3, 40, 36, generator=g)
-    weights = band_weights(laplacian_pyramid(gt)[0])
-    torch.testing.assert_close(lpdr_loss(pred, gt, weights=weights), lpdr_loss(pred, gt))
+    gt = torch.rand(*shape, generator=g, dtype=torch.float64)
+    pred = torch.rand(*shape, generator=g, dtype=torch.float64).requires_grad_(True)
+    ref = reference_lpdr(pred, gt)
+    (ref_grad,) = torch.autograd.grad(ref, pred)
+    for coefficients in (None, lpdr_coefficients(gt)):
+        loss = lpdr_loss(pred, gt, coefficients=coefficients)
+        (grad,) = torch.autograd.grad(loss, pred)
+        torch.testing.assert_close(loss, ref)
+        torch.testing.assert_close(grad, ref_grad)

@@ -19,7 +19,7 @@ import torch
 
 from utils.depth_losses import pearson_patch_loss, ssi_depth_loss
 from utils.loss_utils import l1_loss
-from utils.lpdr import band_weights, laplacian_pyramid, lpdr_loss
+from utils.lpdr import lpdr_coefficients, lpdr_loss
 from utils.roi import weighted_l1
 
 
@@ -38,17 +38,19 @@ class ExtraLosses:
     depth_pearson_window: tuple[int, int] = (0, 0)
     depth_patch_size: int = 16
 
-    # Band weights of each view's ground truth (they never change): image name -> [levels].
-    _lpdr_weight_cache: dict = field(default_factory=dict, compare=False, repr=False)
+    # LPDR coefficients (band weights) of each view's ground truth, which never changes:
+    # image name -> [levels + 1].
+    _lpdr_cache: dict = field(default_factory=dict, compare=False, repr=False)
 
-    def _lpdr_weights(self, camera) -> torch.Tensor:
-        weights = self._lpdr_weight_cache.get(camera.image_name)
-        if weights is None:
-            bands, _ = laplacian_pyramid(camera.original_image, self.lpdr_levels,
-                                         self.lpdr_kernel_size, self.lpdr_sigma)  # fmt: skip
-            weights = band_weights(bands, self.lpdr_gamma)
-            self._lpdr_weight_cache[camera.image_name] = weights
-        return weights
+    def _lpdr_coefficients(self, camera) -> torch.Tensor:
+        coefficients = self._lpdr_cache.get(camera.image_name)
+        if coefficients is None:
+            coefficients = lpdr_coefficients(
+                camera.original_image, self.lpdr_levels, self.lpdr_kernel_size,
+                self.lpdr_sigma, self.lpdr_gamma, self.lpdr_dc_weight,
+            )  # fmt: skip
+            self._lpdr_cache[camera.image_name] = coefficients
+        return coefficients
 
     @property
     def reads_rendered_depth(self) -> bool:
@@ -76,7 +78,7 @@ class ExtraLosses:
         if self.lambda_lpdr > 0:
             value = lpdr_loss(
                 image, gt, self.lpdr_levels, self.lpdr_kernel_size, self.lpdr_sigma,
-                self.lpdr_gamma, self.lpdr_dc_weight, self._lpdr_weights(camera),
+                self.lpdr_gamma, self.lpdr_dc_weight, self._lpdr_coefficients(camera),
             )  # fmt: skip
             out["lpdr"] = (self.lambda_lpdr, value)
         prior = camera.priors.get("depth")

@@ -14,6 +14,8 @@ textured images stress fine bands, smooth ones coarse bands):
     LPDR = sum_l w_l · L1(band_l(pred), band_l(gt)) + dc_weight · L1(dc(pred), dc(gt))
 
 The band weights are computed without gradient (they come from the ground truth only).
+Since the pyramid is linear, the band differences are the bands of the difference image
+``pred - gt``: ``lpdr_loss`` builds that one pyramid (see its docstring).
 """
 
 from __future__ import annotations
@@ -104,6 +106,27 @@ def band_weights(
         return p / p.sum()
 
 
+def lpdr_coefficients(
+    gt: torch.Tensor,  # [C, H, W] or [B, C, H, W]
+    levels: int = 3,
+    kernel_size: int = 5,
+    sigma: float = 1.0,
+    gamma: float = 1.2,
+    dc_weight: float = 0.3,
+) -> torch.Tensor:  # [levels + 1]
+    """The factors c with LPDR = sum_l c_l ||band_l(pred - gt)||_1 + c_dc ||dc(pred - gt)||_1:
+    c_l = w_l / numel(band_l), c_dc = dc_weight / numel(dc). They depend on the ground
+    truth only, so training computes them once per view. Empty when the image is too
+    small for one level."""
+    with torch.no_grad():
+        bands, dc = laplacian_pyramid(gt, levels, kernel_size, sigma)
+        if not bands:
+            return gt.new_zeros(0)
+        numel = torch.tensor([b.numel() for b in bands] + [dc.numel()], dtype=gt.dtype)
+        factors = torch.cat([band_weights(bands, gamma), gt.new_full((1,), dc_weight)])
+        return factors / numel.to(gt.device)
+
+
 def lpdr_loss(
     pred: torch.Tensor,  # [C, H, W] or [B, C, H, W]
     gt: torch.Tensor,  # same shape
@@ -112,23 +135,20 @@ def lpdr_loss(
     sigma: float = 1.0,
     gamma: float = 1.2,
     dc_weight: float = 0.3,
-    weights: torch.Tensor | None = None,  # [levels] band weights of ``gt``, if known
+    coefficients: torch.Tensor | None = None,  # [levels + 1] from lpdr_coefficients(gt)
 ) -> torch.Tensor:
     """The LPDR loss (module docstring); 0 for identical images.
 
-    The band weights depend on the ground truth only: pass ``weights`` (from
-    ``band_weights``) to reuse them across iterations of the same view.
+    The pyramid is linear (padding, convolution and bilinear upsampling all are), so
+    band_l(pred) - band_l(gt) = band_l(pred - gt): one pyramid of the difference gives
+    every term, and one multi-tensor L1 norm reduces them all. Pass ``coefficients``
+    (``lpdr_coefficients(gt, ...)``, which hold the band weights) to reuse them across
+    iterations of the same view.
     """
-    p = pred[None] if pred.dim() == 3 else pred
-    g = gt[None] if gt.dim() == 3 else gt
-    n = p.shape[0]
-    # One pyramid over prediction and ground truth stacked: half the kernel launches.
-    bands, dc = laplacian_pyramid(torch.cat([p, g.detach()]), levels, kernel_size, sigma)
+    bands, dc = laplacian_pyramid(pred - gt.detach(), levels, kernel_size, sigma)
     if not bands:
         return (pred - gt).abs().mean()
-    w = band_weights([b[n:] for b in bands], gamma) if weights is None else weights
-    l1 = torch.stack([(b[:n] - b[n:]).abs().mean() for b in bands])
-    loss = (w * l1).sum()
-    if dc_weight > 0:
-        loss = loss + dc_weight * (dc[:n] - dc[n:]).abs().mean()
-    return loss
+    if coefficients is None:
+        coefficients = lpdr_coefficients(gt, levels, kernel_size, sigma, gamma, dc_weight)
+    norms = torch._foreach_norm([*bands, dc], 1)  # one fused launch on CUDA
+    return torch.dot(torch.stack(norms), coefficients)
