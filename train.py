@@ -237,7 +237,7 @@ def training(
     if backend == "gsplat":
         load_gsplat_extension()
     marks["extensions"] = time.perf_counter()
-    in_loop_io = 0.0  # evaluation, saving and checkpoints inside the loop
+    in_loop = {"eval": 0.0, "save": 0.0}  # evaluation, saving and checkpoints in the loop
     log_every = max(1, speed.log_interval)
     # The depth channel costs rasterization work; render it only when a loss reads it.
     render_depth = extra_losses is not None and extra_losses.reads_rendered_depth
@@ -283,6 +283,8 @@ def training(
                     tb_writer, iteration, scene, gaussians, pipe, background, backend,
                     log_gt=iteration == testing_iterations[0],
                 )  # fmt: skip
+            in_loop["eval"] += time.perf_counter() - io_start
+            io_start = time.perf_counter()
             if iteration in saving_iterations:
                 print(f"\n[ITER {iteration}] Saving Gaussians")
                 save_ply(
@@ -291,7 +293,7 @@ def training(
                         args.model_path, f"point_cloud/iteration_{iteration}/point_cloud.ply"
                     ),
                 )
-            in_loop_io += time.perf_counter() - io_start
+            in_loop["save"] += time.perf_counter() - io_start
             strategy.step_post_backward(gaussians, optimizer, state, iteration, render_pkg, camera)
             # After a densification step the parameters are new tensors without gradients,
             # so the step below does nothing (as upstream) and the stale mask is never used.
@@ -311,7 +313,7 @@ def training(
                     ),
                     os.path.join(args.model_path, f"chkpnt{iteration}.pth"),
                 )
-                in_loop_io += time.perf_counter() - io_start
+                in_loop["save"] += time.perf_counter() - io_start
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     marks["loop"] = time.perf_counter()
@@ -320,7 +322,9 @@ def training(
         "scene_seconds": marks["scene"] - marks["start"],
         "setup_seconds": marks["setup"] - marks["scene"],
         "extensions_seconds": marks["extensions"] - marks["setup"],
-        "eval_save_seconds": in_loop_io,
+        "eval_save_seconds": in_loop["eval"] + in_loop["save"],
+        "eval_seconds": in_loop["eval"],
+        "save_seconds": in_loop["save"],
     }
     write_summary(args.model_path, marks["loop"] - loop_start, n_iters, gaussians, backend,
                   device, phases)  # fmt: skip

@@ -5,7 +5,11 @@
 
 Scenes (fixed settings):
   lego   NeRF-synthetic lego at 400x400, 3DGS settings: -w --eval (test = transforms_val)
-  fern   LLFF fern 1/8 resolution, 3 training views (--n_views 3 --split_protocol llff)
+  fern   LLFF fern 1/8 resolution, 3 training views (--n_views 3 --split_protocol llff);
+         poses_bounds.npy only, so 100,000 random initial points
+  fern_colmap  the same views from a COLMAP scene folder with colmap_match.py's train-only
+         model (colmap_3views/): initial points from SfM as in 3DGS (scripts/prepare_llff.py,
+         then colmap_match.py -s <folder> --n_views 3 --split_protocol llff)
   fern_priors  the same with ROI masks and depth priors in the scene folder (for variants
          that turn the prior-based losses on)
   demo   the embedded demo scene (scripts/make_demo_scene.py), 8 views, torch backend on CPU
@@ -39,7 +43,7 @@ def scene_args(name: str, data: str, iters: dict[str, int]) -> list[str]:
         n = iters["lego"]
         return ["-s", os.path.join(data, "lego"), "-w", "--eval", "--iterations", str(n),
                 "--test_iterations", str(n), "--save_iterations", str(n)]  # fmt: skip
-    if name in ("fern", "fern_priors"):  # fern_priors: fern with pure_masks/ and depth_pro/
+    if name in ("fern", "fern_colmap", "fern_priors"):  # fern_priors: + pure_masks/, depth_pro/
         n = iters["fern"]
         return ["-s", os.path.join(data, name), "--n_views", "3", "--split_protocol", "llff",
                 "--iterations", str(n), "--test_iterations", str(n), "--save_iterations",
@@ -100,6 +104,8 @@ def bench_one(scene: str, variant: str, args, out_root: str, log) -> dict:
             1,
         ),
         "eval_save_s": round(summary.get("eval_save_seconds", float("nan")), 1),
+        "eval_s": round(summary.get("eval_seconds", float("nan")), 1),
+        "save_s": round(summary.get("save_seconds", float("nan")), 1),
         "it_per_s": summary["it_per_s"],
         "peak_mem_mib": summary["peak_mem_mib"],
         "gaussians": summary["num_gaussians"],
@@ -112,8 +118,8 @@ def bench_one(scene: str, variant: str, args, out_root: str, log) -> dict:
 
 def table(rows: list[dict]) -> str:
     cols = ["scene", "variant", "iterations", "train_wall_s", "other_s", "scene_s", "setup_s",
-            "ext_s", "loop_s", "eval_save_s", "it_per_s", "peak_mem_mib", "gaussians", "psnr",
-            "ssim"]  # fmt: skip
+            "ext_s", "loop_s", "eval_save_s", "eval_s", "save_s", "it_per_s", "peak_mem_mib",
+            "gaussians", "psnr", "ssim"]  # fmt: skip
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         lines.append("| " + " | ".join(str(r[c]) for c in cols) + " |")
