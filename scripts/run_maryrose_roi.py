@@ -112,8 +112,24 @@ def scaled_schedule(iterations: int) -> list[str]:
     return [str(x) for flag, value in values.items() for x in (flag, value)]
 
 
-def prepare_scene(data: Path, root: Path) -> Path:
-    """Create ``root/scene`` (once; reused when complete) from the maryrose folder."""
+def composite_on_white(image: Path, mask: Path, out: Path) -> None:
+    """Write ``image`` composited onto white through ``mask`` (0/255; soft values blend)."""
+    import numpy as np
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(image).convert("RGB"), dtype=np.float32)
+    alpha = np.asarray(Image.open(mask).convert("L"), dtype=np.float32)[..., None] / 255.0
+    if alpha.shape[:2] != rgb.shape[:2]:
+        raise RunError(f"{mask}: {alpha.shape[1]}x{alpha.shape[0]} mask for a "
+                       f"{rgb.shape[1]}x{rgb.shape[0]} image {image}")  # fmt: skip
+    out_rgb = rgb * alpha + 255.0 * (1.0 - alpha)
+    Image.fromarray(out_rgb.round().astype(np.uint8)).save(out, quality=92)
+
+
+def prepare_scene(data: Path, root: Path, white: bool = False) -> Path:
+    """Create ``root/scene`` (once; reused when complete) from the maryrose folder; with
+    ``white``, ``root/scene_white``, whose images are composited onto white through their
+    masks (the background, which is not consistent across views, removed)."""
     src = data / "nerd_maryrose"
     needed = [src / "images_4", src / "masks_4", src / "poses_bounds.npy"]
     missing = [str(p) for p in needed if not p.exists()]
@@ -122,12 +138,20 @@ def prepare_scene(data: Path, root: Path) -> Path:
             f"{missing[0]} not found; point --data (or SEGSPLAT_DATA) at the shared data folder"
         )
     claim_output_folder(root, MARKER, "this script (scripts/run_maryrose_roi.py)", RunError)
-    scene = root / "scene"
+    scene = root / ("scene_white" if white else "scene")
     if (scene / "poses_bounds.npy").is_file():
         return scene
     tmp = Path(tempfile.mkdtemp(prefix=".scene_", dir=root))
     try:
-        shutil.copytree(src / "images_4", tmp / "images_4")
+        if white:
+            (tmp / "images_4").mkdir()
+            for image in sorted((src / "images_4").iterdir()):
+                mask = src / "masks_4" / (image.stem + ".png")
+                if not mask.is_file():
+                    raise RunError(f"{mask} not found: --white_composite needs every mask")
+                composite_on_white(image, mask, tmp / "images_4" / image.name)
+        else:
+            shutil.copytree(src / "images_4", tmp / "images_4")
         shutil.copytree(src / "masks_4", tmp / "masks_4")
         shutil.copy2(src / "poses_bounds.npy", tmp / "poses_bounds.npy")
         if (src / "LICENSE.md").is_file():
@@ -172,7 +196,7 @@ def run_config(
         py, str(REPO_ROOT / "train.py"), "-s", str(scene), "-m", str(model),
         "--n_views", "12", "--split_protocol", "llff", "-r", str(args.resolution),
         "--iterations", it, "--save_iterations", it, "--test_iterations", "-1",
-        "--backend", args.backend, "--quiet",
+        "--backend", args.backend, "--quiet", *(["-w"] if args.white_composite else []),
         *scaled_schedule(args.iterations), *CONFIGS[name], *extra,
     ]  # fmt: skip
     if args.data_device:
@@ -275,6 +299,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data_device", default="", help="train.py --data_device (default: its)")
     parser.add_argument("--results", default=str(REPO_ROOT / "docs" / "RESULTS.md"))
     parser.add_argument("--no_results", action="store_true", help="print only, append nothing")
+    parser.add_argument("--white_composite", action="store_true",
+                        help="train and score on images composited onto white through their "
+                        "masks (-w): the turntable background, which moves between "
+                        "sub-captures, taken out")  # fmt: skip
     argv = sys.argv[1:] if argv is None else argv
     given = list(argv)
     extra: list[str] = []
@@ -286,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--iterations must be positive")
     try:
         root = Path(args.output).resolve()
-        scene = prepare_scene(Path(args.data), root)
+        scene = prepare_scene(Path(args.data), root, args.white_composite)
         t0 = time.perf_counter()
         rows = {c: run_config(c, scene, root / c, args, extra) for c in args.configs}
         total = time.perf_counter() - t0
@@ -306,6 +334,11 @@ def main(argv: list[str] | None = None) -> int:
             f"- {args.iterations} iterations, train.py -r {args.resolution}, "
             "--n_views 12 --split_protocol llff (9 test views: every 8th), random init; "
             "schedule scaled by iterations/30000: " + " ".join(scaled_schedule(args.iterations)),
+            *(
+                ["- images composited onto white through masks_4, trained with -w"]
+                if args.white_composite
+                else []
+            ),
             "- ROI prior = maryrose masks_4 (no depth_pro: ROI = mask); masked metrics use "
             "the same masks (PSNR over mask pixels, SSIM on white-composited images); "
             "LPIPS not computed (--lpips_no_download)",

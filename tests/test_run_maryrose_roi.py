@@ -45,6 +45,24 @@ def test_prepare_scene_builds_pure_masks_and_refuses_foreign_folders(tmp_path: P
         mr.prepare_scene(tmp_path / "nowhere", tmp_path / "run2")
 
 
+def test_white_composite_scene(tmp_path: Path):
+    """--white_composite: images composited onto white through their masks, next to the
+    plain scene in the same output folder."""
+    require_scene("nerd_maryrose")
+    import numpy as np
+    from PIL import Image
+
+    data = mr.DEFAULT_DATA
+    scene = mr.prepare_scene(data, tmp_path / "run", white=True)
+    assert scene.name == "scene_white" and len(list((scene / "images_4").iterdir())) == 69
+    name = "IMG_9669"
+    out = np.asarray(Image.open(scene / "images_4" / f"{name}.jpg"), dtype=np.float32)
+    src = np.asarray(Image.open(data / "nerd_maryrose/images_4" / f"{name}.jpg"), np.float32)
+    mask = np.asarray(Image.open(data / "nerd_maryrose/masks_4" / f"{name}.png")) > 127
+    assert out[~mask].mean() > 250  # background white (JPEG rounding aside)
+    assert np.abs(out[mask] - src[mask]).mean() < 3  # object kept
+
+
 def test_table_targets_and_results_append(tmp_path: Path):
     rows = {
         "3dgs": dict(PSNR=20.0, SSIM=0.7, PSNR_masked=22.0, SSIM_masked=0.9,
