@@ -29,12 +29,29 @@ def common(scene, model, iters=20):
             "--densification_interval", "5", "--log_interval", "5"]  # fmt: skip
 
 
+def assert_tensorboard_logs(model: str) -> None:
+    """The 3DGS TensorBoard tags: loss terms, and at --test_iterations the renders and
+    ground truths of the test views and 5 training views (images encoded on threads)."""
+    ea_mod = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    acc = ea_mod.EventAccumulator(model, size_guidance={"images": 0})
+    acc.Reload()
+    images = set(acc.Tags()["images"])
+    assert {"train_loss_patches/l1_loss", "train_loss_patches/ssim_loss",
+            "test/loss_viewpoint - psnr"} <= set(acc.Tags()["scalars"])  # fmt: skip
+    # 2 test views and 3 distinct training views, each with its ground truth.
+    assert len(images) == 2 * (2 + 3) and all(t.endswith(("/render", "/ground_truth"))
+                                              for t in images)  # fmt: skip
+    event = acc.Images(sorted(images)[0])[0]
+    assert (event.width, event.height) == (48, 36) and event.encoded_image_string[:4] == b"\x89PNG"
+
+
 def test_train_render_layout_and_resume(tiny_scene, tmp_path):
     model = str(tmp_path / "model")
     assert train_script.main(common(tiny_scene, model) + ["--checkpoint_iterations", "10"]) == 0
     for rel in ["cfg_args", "cameras.json", "input.ply", "split.json", "chkpnt10.pth",
                 "training_summary.json", "point_cloud/iteration_20/point_cloud.ply"]:  # fmt: skip
         assert os.path.isfile(os.path.join(model, rel)), rel
+    assert_tensorboard_logs(model)
     cams = json.load(open(os.path.join(model, "cameras.json")))
     assert list(cams[0]) == ["id", "img_name", "width", "height", "position", "rotation", "fy",
                              "fx"]  # fmt: skip
