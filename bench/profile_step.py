@@ -4,11 +4,13 @@
 
 Takes every train.py flag (ROI, densification and depth-loss flags included) and builds
 the scene, priors, Gaussians, strategy, losses and optimizer as train.py does, runs
-``--warmup`` training iterations (densification included), then profiles ``--steps`` iterations with
-torch.profiler and prints: wall time per iteration, GPU busy time per iteration, and the
-top operators by CPU and by GPU time. If CPU time per iteration exceeds GPU time, the loop
-is launch-bound and only less Python/fewer launches make it faster. ``--phases`` adds the
-time of each phase of a step (render, loss, backward, strategy, optimizer).
+``--warmup`` training iterations (densification included), then profiles ``--steps``
+iterations with torch.profiler and prints: wall time per iteration, GPU busy time per
+iteration, and the top operators by CPU and by GPU time. If CPU time per iteration exceeds
+GPU time, the loop is launch-bound and only less Python/fewer launches make it faster.
+``--phases`` adds the time of each phase of a step (render, loss, backward, strategy,
+optimizer): the host's time to issue it, and its time with a synchronisation after each
+phase.
 """
 
 from __future__ import annotations
@@ -40,8 +42,8 @@ def main() -> int:
     parser.add_argument("--compare_api", action="store_true",
                         help="also time the same loop through gsplat.rasterization")  # fmt: skip
     parser.add_argument("--phases", action="store_true",
-                        help="also time each phase of a step, synchronising after each "
-                        "(the sum exceeds a free-running step; it shows the shares)")  # fmt: skip
+                        help="also time each phase of a step: host issue time, and with a "
+                        "synchronisation after each phase")  # fmt: skip
     args = parser.parse_args()
     dataset, opt, pipe = (groups[k].extract(args) for k in ("model", "opt", "pipe"))
     method = train.method_args(groups, args)
@@ -69,34 +71,36 @@ def main() -> int:
     load_fused_ssim(device)
     phase_s = dict.fromkeys(PHASES, 0.0)
 
-    def mark(name: str, t0: float, timed_phases: bool | str) -> float:
-        if not timed_phases:
+    def mark(name: str, t0: float, phase_timing: str | None) -> float:
+        """Add the time since ``t0`` to phase ``name`` ("host": as issued, "sync": after
+        a synchronisation; None: no timing) and return the new start."""
+        if phase_timing is None:
             return t0
-        if timed_phases is True:
+        if phase_timing == "sync":
             synchronize()
         t = time.perf_counter()
         phase_s[name] += t - t0
         return t
 
-    def iteration(it: int, timed_phases: bool | str = False) -> None:
+    def iteration(it: int, phase_timing: str | None = None) -> None:
         t = time.perf_counter()
         set_lr(optimizer, "means", means_lr(it))
         if it % 1000 == 0:
             gaussians.oneupSHdegree()
         cam = cams[it % len(cams)]
         pkg = train.render_step(cam, gaussians, pipe, bg, backend, render_depth)
-        t = mark("render", t, timed_phases)
+        t = mark("render", t, phase_timing)
         strategy.step_pre_backward(pkg, state, it)
         loss, _ = train.compute_losses(pkg, cam, opt, fast_ssim, extra, it)
-        t = mark("loss", t, timed_phases)
+        t = mark("loss", t, phase_timing)
         loss.backward()
-        t = mark("backward", t, timed_phases)
+        t = mark("backward", t, phase_timing)
         with torch.no_grad():
             strategy.step_post_backward(gaussians, optimizer, state, it, pkg, cam)
-            t = mark("strategy", t, timed_phases)
+            t = mark("strategy", t, phase_timing)
             visible = pkg["visibility_filter"] if sparse_adam else None
             train.optimizer_step(optimizer, visible, it, schedule)
-            mark("optimizer", t, timed_phases)
+            mark("optimizer", t, phase_timing)
 
     for it in range(1, args.warmup + 1):
         iteration(it)
@@ -143,11 +147,11 @@ def main() -> int:
         # Host: time to issue each phase without waiting (the render waits once anyway, in
         # gsplat's tile intersection, for the previous step's queue to drain). Synchronised:
         # issue plus run time of each phase alone.
-        for label, timed_phases in (("host (no sync)", "host"), ("synchronised", True)):
+        for label, phase_timing in (("host (no sync)", "host"), ("synchronised", "sync")):
             for key in phase_s:
                 phase_s[key] = 0.0
             for it in range(next_it, next_it + args.steps):
-                iteration(it, timed_phases=timed_phases)
+                iteration(it, phase_timing)
             synchronize()
             next_it += args.steps
             total = sum(phase_s.values())
