@@ -36,7 +36,7 @@ from gaussian.optim import (
     StepSchedule,
     build_step_schedule,
     build_training_optimizer,
-    expon_lr,
+    means_lr_schedule,
     set_lr,
 )
 from gaussian.ply import save_ply
@@ -211,12 +211,7 @@ def training(
     densify = getattr(method, "densify", None)
     sparse_adam = opt.optimizer_type == "sparse_adam"
     optimizer = build_training_optimizer(gaussians, opt, scene.cameras_extent, densify)
-    means_lr = expon_lr(
-        opt.position_lr_init * scene.cameras_extent,
-        opt.position_lr_final * scene.cameras_extent,
-        lr_delay_mult=opt.position_lr_delay_mult,
-        max_steps=opt.position_lr_max_steps,
-    )
+    means_lr = means_lr_schedule(opt, scene.cameras_extent)
     state = strategy.initialize_state(gaussians)
 
     first_iter = 0

@@ -24,7 +24,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import train  # noqa: E402
-from gaussian.optim import build_training_optimizer, expon_lr, set_lr  # noqa: E402
+from gaussian.optim import build_training_optimizer, means_lr_schedule, set_lr  # noqa: E402
 from gaussian_renderer import gsplat_backend, resolve_backend  # noqa: E402
 from scene import Scene  # noqa: E402
 from utils.general_utils import pick_device  # noqa: E402
@@ -61,10 +61,7 @@ def main() -> int:
     bg = torch.tensor([1.0] * 3 if dataset.white_background else [0.0] * 3, device=device)
     strategy, extra, schedule = train.build_method(scene, opt, dataset, pipe, bg, backend, method)
     optimizer = build_training_optimizer(gaussians, opt, scene.cameras_extent, method.densify)
-    means_lr = expon_lr(opt.position_lr_init * scene.cameras_extent,
-                        opt.position_lr_final * scene.cameras_extent,
-                        lr_delay_mult=opt.position_lr_delay_mult,
-                        max_steps=opt.position_lr_max_steps)  # fmt: skip
+    means_lr = means_lr_schedule(opt, scene.cameras_extent)
     state = strategy.initialize_state(gaussians)
     render_depth = extra is not None and extra.reads_rendered_depth
     sparse_adam = opt.optimizer_type == "sparse_adam"

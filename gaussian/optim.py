@@ -69,6 +69,16 @@ def expon_lr(
     return schedule
 
 
+def means_lr_schedule(opt, spatial_lr_scale: float) -> Callable[[int], float]:
+    """3DGS's position learning rate per step, from the OptimizationParams group."""
+    return expon_lr(
+        opt.position_lr_init * spatial_lr_scale,
+        opt.position_lr_final * spatial_lr_scale,
+        lr_delay_mult=opt.position_lr_delay_mult,
+        max_steps=opt.position_lr_max_steps,
+    )
+
+
 def default_learning_rates(opt, spatial_lr_scale: float) -> dict[str, float]:
     """Per-key learning rates of 3DGS from the OptimizationParams group."""
     return {

@@ -112,18 +112,22 @@ def scaled_schedule(iterations: int) -> list[str]:
     return [str(x) for flag, value in values.items() for x in (flag, value)]
 
 
-def composite_on_white(image: Path, mask: Path, out: Path) -> None:
+def write_white_composite(image: Path, mask: Path, out: Path) -> None:
     """Write ``image`` composited onto white through ``mask`` (0/255; soft values blend)."""
     import numpy as np
+    import torch
     from PIL import Image
 
-    rgb = np.asarray(Image.open(image).convert("RGB"), dtype=np.float32)
-    alpha = np.asarray(Image.open(mask).convert("L"), dtype=np.float32)[..., None] / 255.0
-    if alpha.shape[:2] != rgb.shape[:2]:
+    from utils.image_utils import composite_on_white, to_uint8
+
+    rgb = np.asarray(Image.open(image).convert("RGB"))
+    alpha = np.asarray(Image.open(mask).convert("L"))
+    if alpha.shape != rgb.shape[:2]:
         raise RunError(f"{mask}: {alpha.shape[1]}x{alpha.shape[0]} mask for a "
                        f"{rgb.shape[1]}x{rgb.shape[0]} image {image}")  # fmt: skip
-    out_rgb = rgb * alpha + 255.0 * (1.0 - alpha)
-    Image.fromarray(out_rgb.round().astype(np.uint8)).save(out, quality=92)
+    img = torch.from_numpy(rgb.copy()).permute(2, 0, 1).float() / 255.0
+    white = composite_on_white(img, torch.from_numpy(alpha.copy()).float() / 255.0)
+    Image.fromarray(to_uint8(white)).save(out, quality=92)
 
 
 def prepare_scene(data: Path, root: Path, white: bool = False) -> Path:
@@ -149,7 +153,7 @@ def prepare_scene(data: Path, root: Path, white: bool = False) -> Path:
                 mask = src / "masks_4" / (image.stem + ".png")
                 if not mask.is_file():
                     raise RunError(f"{mask} not found: --white_composite needs every mask")
-                composite_on_white(image, mask, tmp / "images_4" / image.name)
+                write_white_composite(image, mask, tmp / "images_4" / image.name)
         else:
             shutil.copytree(src / "images_4", tmp / "images_4")
         shutil.copytree(src / "masks_4", tmp / "masks_4")
