@@ -50,8 +50,10 @@ from scene.errors import SceneError
 from utils.extra_losses import ExtraLosses, build_extra_losses
 from utils.general_utils import pick_device, seed_everything
 from utils.image_utils import psnr
-from utils.loss_utils import fast_ssim, l1_loss, load_fused_ssim, ssim
-from utils.roi import attach_training_priors
+from utils.loss_utils import fast_ssim, l1_dssim_loss, l1_loss, load_fused_ssim, ssim
+from utils.roi import attach_training_priors, weighted_l1
+
+TIMELINE_EVERY = 500  # iterations between the timeline entries of training_summary.json
 
 # ----------------------------------------------------------------------------- setup
 
@@ -83,8 +85,9 @@ def initial_gaussians(scene: Scene, sh_degree: int, device: torch.device) -> Gau
 # ----------------------------------------------------------------------------- one step
 
 
-def render_step(camera, gaussians, pipe, bg, backend: str, depth: bool = True) -> dict:
-    return render(camera, gaussians, pipe, bg, backend=backend, depth=depth)
+def render_step(camera, gaussians, pipe, bg, backend: str, depth: bool = True,
+                fused: bool = True) -> dict:  # fmt: skip
+    return render(camera, gaussians, pipe, bg, backend=backend, depth=depth, fused=fused)
 
 
 def compute_losses(
@@ -94,24 +97,28 @@ def compute_losses(
     ssim_fn=fast_ssim,
     extra: ExtraLosses | None = None,
     iteration: int = 0,
+    fused: bool = True,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Total loss and its named terms (each logged as train_loss_patches/<name>).
 
-    (1 - lambda_dssim) * L1 + lambda_dssim * (1 - SSIM), as 3DGS. With ``extra`` (ROI,
-    LPDR, depth flags; utils/extra_losses.py) L1 may be ROI-weighted and weighted extra
-    terms join the sum.
+    (1 - lambda_dssim) * L1 + lambda_dssim * (1 - SSIM), as 3DGS: with ``fused``,
+    ``fast_ssim`` and a plain L1 one autograd node (utils.loss_utils.l1_dssim_loss). With ``extra``
+    (ROI, LPDR, depth flags; utils/extra_losses.py) L1 may be ROI-weighted and weighted
+    extra terms join the sum.
     """
     image, gt = render_pkg["render"], camera.original_image
-    l1 = l1_loss(image, gt) if extra is None else extra.l1(image, gt, camera, iteration)
-    terms = {"l1_loss": l1, "ssim_loss": 1.0 - ssim_fn(image, gt)}
-    weights = {"l1_loss": 1.0 - opt.lambda_dssim, "ssim_loss": opt.lambda_dssim}
+    roi_weight = None if extra is None else extra.l1_weight(camera, iteration)
+    if fused and roi_weight is None and ssim_fn is fast_ssim:
+        total, l1, dssim = l1_dssim_loss(image, gt, opt.lambda_dssim)
+        terms = {"l1_loss": l1, "ssim_loss": dssim}
+    else:
+        l1 = l1_loss(image, gt) if roi_weight is None else weighted_l1(image, gt, roi_weight)
+        terms = {"l1_loss": l1, "ssim_loss": 1.0 - ssim_fn(image, gt)}
+        total = torch.lerp(terms["l1_loss"], terms["ssim_loss"], opt.lambda_dssim)
     if extra is not None:
         for name, (weight, value) in extra.terms(render_pkg, camera, iteration).items():
-            terms[name], weights[name] = value, weight
-    total = None
-    for name, value in terms.items():  # one fused multiply-add launch per term
-        w = weights[name]
-        total = value * w if total is None else torch.add(total, value, alpha=w)
+            terms[name] = value
+            total = torch.add(total, value, alpha=weight)  # one fused multiply-add launch
     return total, terms
 
 
@@ -233,11 +240,15 @@ def training(
     if backend == "gsplat":
         load_gsplat_extension()
     marks["extensions"] = time.perf_counter()
-    in_loop = {"eval": 0.0, "save": 0.0}  # evaluation, saving and checkpoints in the loop
+    # evaluation, saving and checkpoints in the loop; densification steps (strategy calls
+    # that edited the set, their wait for the GPU included)
+    in_loop = {"eval": 0.0, "save": 0.0, "densify": 0.0}
+    timeline: list[list] = []  # [iteration, loop seconds, Gaussians] every TIMELINE_EVERY
     log_every = max(1, speed.log_interval)
     # The depth channel costs rasterization work; render it only when a loss reads it.
     render_depth = extra_losses is not None and extra_losses.reads_rendered_depth
     ema_loss = torch.zeros((), device=device)
+    fused = speed.autograd_nodes == "fused"
     progress = tqdm(range(first_iter, opt.iterations), desc="Training progress")
     first_iter += 1
     loop_start = iter_start = time.perf_counter()
@@ -252,9 +263,10 @@ def training(
             pipe.debug = True
         bg = torch.rand(3, device=device) if opt.random_background else background
 
-        render_pkg = render_step(camera, gaussians, pipe, bg, backend, render_depth)
+        render_pkg = render_step(camera, gaussians, pipe, bg, backend, render_depth, fused)
         strategy.step_pre_backward(render_pkg, state, iteration)
-        loss, terms = compute_losses(render_pkg, camera, opt, ssim_fn, extra_losses, iteration)
+        loss, terms = compute_losses(render_pkg, camera, opt, ssim_fn, extra_losses, iteration,
+                                     fused)  # fmt: skip
         loss.backward()
 
         with torch.no_grad():
@@ -290,7 +302,13 @@ def training(
                     ),
                 )
             in_loop["save"] += time.perf_counter() - io_start
-            strategy.step_post_backward(gaussians, optimizer, state, iteration, render_pkg, camera)
+            strategy_start = time.perf_counter()
+            if strategy.step_post_backward(gaussians, optimizer, state, iteration, render_pkg,
+                                           camera):  # fmt: skip
+                in_loop["densify"] += time.perf_counter() - strategy_start  # it densified
+            if iteration % TIMELINE_EVERY == 0:  # host time: never more than a step ahead
+                timeline.append([iteration, round(time.perf_counter() - loop_start, 3),
+                                 gaussians.num_gaussians])  # fmt: skip
             # After a densification step the parameters are new tensors without gradients,
             # so the step below does nothing (as upstream) and the stale mask is never used.
             visible = render_pkg["visibility_filter"] if sparse_adam else None
@@ -321,19 +339,22 @@ def training(
         "eval_save_seconds": in_loop["eval"] + in_loop["save"],
         "eval_seconds": in_loop["eval"],
         "save_seconds": in_loop["save"],
+        "densify_seconds": in_loop["densify"],
     }
     write_summary(args.model_path, marks["loop"] - loop_start, n_iters, gaussians, backend,
-                  device, phases)  # fmt: skip
+                  device, phases, timeline)  # fmt: skip
     if tb_writer is not None:
         tb_writer.close()
     return gaussians
 
 
 def write_summary(model_path, seconds, iterations, gaussians, backend, device,
-                  phases: dict[str, float] | None = None) -> None:  # fmt: skip
+                  phases: dict[str, float] | None = None,
+                  timeline: list | None = None) -> None:  # fmt: skip
     """training_summary.json: loop time (evaluation and saving at their iterations
-    included, and also given alone as eval_save_seconds), speed, memory, size, and the
-    time of the phases before the loop (read by bench/train_speed.py)."""
+    included, and also given alone as eval_save_seconds), speed, memory, size, the
+    time of the phases before the loop, and the timeline [iteration, loop seconds,
+    Gaussians] (read by bench/train_speed.py)."""
     summary = {
         "loop_seconds": round(seconds, 3),
         **{k: round(v, 3) for k, v in (phases or {}).items()},
@@ -345,6 +366,7 @@ def write_summary(model_path, seconds, iterations, gaussians, backend, device,
         "peak_mem_mib": round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
         if device.type == "cuda"
         else None,
+        "timeline": timeline or [],
     }
     print(f"\n[train] {iterations} iterations in {seconds:.1f} s ({summary['it_per_s']} it/s), "
           f"{summary['num_gaussians']} Gaussians")  # fmt: skip

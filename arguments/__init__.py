@@ -189,13 +189,17 @@ class SpeedParams(ParamGroup):
         "PyTorch SSIM (for comparisons)",
         "sync_every_step": "read the loss back to the host every iteration like the stock 3DGS "
         "loop (for speed comparisons only)",
+        "autograd_nodes": "fused: the gsplat render (gaussian_renderer/gsplat_fused.py) and the "
+        "L1 + D-SSIM loss are one autograd node each; stages: gsplat's autograd function per "
+        "stage and the loss as PyTorch terms (same results; for comparisons)",
     }
-    _choices = {"ssim_impl": ["auto", "torch"]}
+    _choices = {"ssim_impl": ["auto", "torch"], "autograd_nodes": ["fused", "stages"]}
 
     def __init__(self, parser: ArgumentParser, sentinel: bool = False):
         self.log_interval = 10
         self.ssim_impl = "auto"
         self.sync_every_step = False
+        self.autograd_nodes = "fused"
         super().__init__(parser, "Speed Parameters", sentinel)
 
 

@@ -40,13 +40,17 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--rows", type=int, default=25)
     parser.add_argument("--compare_api", action="store_true",
-                        help="also time the same loop through gsplat.rasterization")  # fmt: skip
+                        help="also time the staged loop through gsplat.rasterization")  # fmt: skip
+    parser.add_argument("--compare_autograd", action="store_true",
+                        help="also time the loop with --autograd_nodes stages and fused in "
+                        "alternating windows")  # fmt: skip
     parser.add_argument("--phases", action="store_true",
                         help="also time each phase of a step: host issue time, and with a "
                         "synchronisation after each phase")  # fmt: skip
     args = parser.parse_args()
     dataset, opt, pipe = (groups[k].extract(args) for k in ("model", "opt", "pipe"))
     method = train.method_args(groups, args)
+    fused = groups["speed"].extract(args).autograd_nodes == "fused"
     device = pick_device("cuda")  # CPU (torch backend) only for a smoke run
 
     def synchronize() -> None:
@@ -85,10 +89,10 @@ def main() -> int:
         if it % 1000 == 0:
             gaussians.oneupSHdegree()
         cam = cams[it % len(cams)]
-        pkg = train.render_step(cam, gaussians, pipe, bg, backend, render_depth)
+        pkg = train.render_step(cam, gaussians, pipe, bg, backend, render_depth, fused)
         t = mark("render", t, phase_timing)
         strategy.step_pre_backward(pkg, state, it)
-        loss, _ = train.compute_losses(pkg, cam, opt, fast_ssim, extra, it)
+        loss, _ = train.compute_losses(pkg, cam, opt, fast_ssim, extra, it, fused)
         t = mark("loss", t, phase_timing)
         loss.backward()
         t = mark("backward", t, phase_timing)
@@ -114,21 +118,34 @@ def main() -> int:
         return (time.perf_counter() - start) / args.steps
 
     wall = timed()
+    if args.compare_autograd:
+        # Alternating windows, so that the Gaussian count grows alike for both.
+        initial = fused
+        walls = {True: [], False: []}
+        for _ in range(2):
+            for fused in (not initial, initial):
+                walls[fused].append(timed())
+        walls[initial].insert(0, wall)
+        for key, name in ((True, "fused"), (False, "stages")):
+            ms = ", ".join(f"{v * 1e3:.3f}" for v in walls[key])
+            print(f"wall per iteration, --autograd_nodes {name}: {ms} ms")
     if args.compare_api and backend == "gsplat":
         # The same iterations through gsplat.rasterization instead of the direct stages,
-        # alternated so that the Gaussian count grows alike for both.
+        # alternated so that the Gaussian count grows alike for both (staged autograd: the
+        # fused node calls gsplat's kernels itself).
+        fused = False
         direct_fn = gsplat_backend.rasterize_gsplat
 
         def api_fn(*a, **kw):
             return gsplat_backend._rasterize_api(*a, **{"packed": False, "absgrad": False,
                                                         "antialiased": False, **kw})  # fmt: skip
 
-        walls = {"direct": [wall], "gsplat.rasterization": []}
+        walls = {"direct": [], "gsplat.rasterization": []}
         for _ in range(2):
+            walls["direct"].append(timed())
             gsplat_backend.rasterize_gsplat = api_fn
             walls["gsplat.rasterization"].append(timed())
             gsplat_backend.rasterize_gsplat = direct_fn
-            walls["direct"].append(timed())
         for name, values in walls.items():
             ms = ", ".join(f"{v * 1e3:.3f}" for v in values)
             print(f"wall per iteration, {name}: {ms} ms")

@@ -106,6 +106,8 @@ def bench_one(scene: str, variant: str, args, out_root: str, log) -> dict:
         "eval_save_s": round(summary.get("eval_save_seconds", float("nan")), 1),
         "eval_s": round(summary.get("eval_seconds", float("nan")), 1),
         "save_s": round(summary.get("save_seconds", float("nan")), 1),
+        "densify_s": round(summary.get("densify_seconds", float("nan")), 1),
+        "ms_per_it_by_1k": per_window_ms(summary.get("timeline", []), 1000),
         "it_per_s": summary["it_per_s"],
         "peak_mem_mib": summary["peak_mem_mib"],
         "gaussians": summary["num_gaussians"],
@@ -116,10 +118,19 @@ def bench_one(scene: str, variant: str, args, out_root: str, log) -> dict:
     }
 
 
+def per_window_ms(timeline: list, window: int) -> str:
+    """Loop milliseconds per iteration in each ``window`` of iterations, from the timeline
+    of training_summary.json ([iteration, loop seconds, Gaussians]), space-separated."""
+    marks = [(0, 0.0)] + [(it, sec) for it, sec, _ in timeline if it % window == 0]
+    return " ".join(
+        f"{(t1 - t0) * 1e3 / (i1 - i0):.2f}" for (i0, t0), (i1, t1) in zip(marks, marks[1:])
+    )
+
+
 def table(rows: list[dict]) -> str:
     cols = ["scene", "variant", "iterations", "train_wall_s", "other_s", "scene_s", "setup_s",
-            "ext_s", "loop_s", "eval_save_s", "eval_s", "save_s", "it_per_s", "peak_mem_mib",
-            "gaussians", "psnr", "ssim"]  # fmt: skip
+            "ext_s", "loop_s", "eval_save_s", "eval_s", "save_s", "densify_s", "it_per_s",
+            "peak_mem_mib", "gaussians", "psnr", "ssim", "ms_per_it_by_1k"]  # fmt: skip
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         lines.append("| " + " | ".join(str(r[c]) for c in cols) + " |")

@@ -82,24 +82,47 @@ def render(
     packed: bool = False,
     absgrad: bool = False,
     depth: bool = True,
+    fused: bool = True,
 ) -> dict:
     """Render ``viewpoint_camera`` (a ``scene.cameras.Camera``). See the module docstring.
 
     ``depth=False`` leaves the expected depth out (no ``"depth"`` key): one channel less to
     rasterize and differentiate, for training runs whose losses do not read it.
+    ``fused``: on gsplat, run the render as one autograd node (gaussian_renderer/
+    gsplat_fused.py; same kernels and results, less host time) where it applies: not with
+    packed mode, ``override_color``, antialiasing or the PyTorch SH/covariance switches.
     """
     if getattr(pipe, "debug", False):
         _check_finite(pc)
     backend = resolve_backend(backend, pc.device)
     width, height = viewpoint_camera.image_width, viewpoint_camera.image_height
     antialiased = bool(getattr(pipe, "antialiasing", False))
+    n_feat = 0 if features is None else features.shape[-1]
+    if (
+        backend == "gsplat"
+        and fused
+        and not (packed or antialiased or override_color is not None)
+        and not getattr(pipe, "compute_cov3D_python", False)
+        and not getattr(pipe, "convert_SHs_python", False)
+    ):
+        from gaussian_renderer.gsplat_fused import SplatView, render_fused
+
+        view = SplatView(
+            viewpoint_camera.viewmat, viewpoint_camera.K, viewpoint_camera.camera_center,
+            width, height, bg_color, pc.active_sh_degree, scaling_modifier, depth, absgrad,
+        )  # fmt: skip
+        p = pc.params
+        rgb, alpha, extra, means2d, radii = render_fused(
+            p["means"], p["quats"], p["scales"], p["opacities"], p["sh0"], p["shN"], view,
+            features,
+        )  # fmt: skip
+        return _package(rgb, alpha, extra, n_feat, depth, means2d, radii, width, height)
     scales = pc.get_scaling if scaling_modifier == 1.0 else pc.get_scaling * scaling_modifier
     covars = None
     if getattr(pipe, "compute_cov3D_python", False):
         from utils.graphics_utils import covariance_from_scale_rot
 
         covars = covariance_from_scale_rot(scales, pc.params["quats"])
-    n_feat = 0 if features is None else features.shape[-1]
 
     if backend == "torch":
         if absgrad:
@@ -129,17 +152,24 @@ def render(
 
     img = img.permute(2, 0, 1)  # [D, H, W]
     radii_max = radii.max(dim=-1).values if radii.dim() > 1 else radii
+    return _package(img[:3], alpha.permute(2, 0, 1), img[3:], n_feat, depth, means2d,
+                    radii_max, width, height)  # fmt: skip
+
+
+def _package(rgb, alpha, extra, n_feat, depth, means2d, radii, width, height) -> dict:
+    """The render dict from rgb [3, H, W], alpha [1, H, W], extra [C (+1 depth), H, W],
+    means2d and radii [N]."""
     out = {
-        "render": img[:3],
-        "alpha": alpha.permute(2, 0, 1),
+        "render": rgb,
+        "alpha": alpha,
         "viewspace_points": means2d,
-        "visibility_filter": radii_max > 0,
-        "radii": radii_max,
+        "visibility_filter": radii > 0,
+        "radii": radii,
         "width": width,
         "height": height,
     }
     if depth:
-        out["depth"] = img[-1:]
-    if features is not None:
-        out["features"] = img[3 : 3 + n_feat]
+        out["depth"] = extra[-1:]
+    if n_feat:
+        out["features"] = extra[:n_feat]
     return out

@@ -11,7 +11,8 @@
 #            COLMAP intrinsics in depth_intrinsics/0, outside the reader's sparse/), from a
 #            RANDOM-INIT Depth Pro: for timing the prior-based losses only
 #   profile  bench/profile_step.py on lego late in training, direct stages vs gsplat API
-#   profile_fern, profile_fern_priors  bench/profile_step.py --phases on fern 3-view late
+#   profile_fern, profile_fern_priors  bench/profile_step.py --phases (PROFILE_ARGS: more
+#            flags, e.g. --compare_autograd) on fern 3-view late
 #            in training: plain 3DGS, and with every prior-based loss (after fern_priors)
 #   speed    bench/train_speed.py (SPEED_ARGS, default: lego and fern, fast loop)
 #   startup  import times of train.py and gsplat, CUDA context creation
@@ -50,7 +51,8 @@ for step in "$@"; do
       -s data_local/fern_priors -i images_8 --random_init_weights --sparse depth_intrinsics/0 ;;
     profile) python3 bench/profile_step.py -s data_local/lego -w --eval --warmup 5000 \
       --steps 50 --compare_api ;;
-    profile_fern) python3 bench/profile_step.py $FERN_ARGS --warmup 8000 --steps 100 --phases ;;
+    profile_fern) python3 bench/profile_step.py $FERN_ARGS --warmup 8000 --steps 100 --phases \
+      ${PROFILE_ARGS:-} ;;
     profile_fern_priors) python3 bench/profile_step.py -s data_local/fern_priors \
       --n_views 3 --split_protocol llff $PRIOR_FLAGS --warmup 8000 --steps 100 --phases ;;
     speed) python3 bench/train_speed.py --data data_local --results "$OUT/RESULTS_speed.md" \

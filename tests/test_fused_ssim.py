@@ -267,3 +267,42 @@ def test_fused_eval_mode_layouts_and_dispatch():
     assert torch.allclose(fused.fused_ssim(x, y, train=False), fused.fused_ssim_map(x, y).mean())
     with pytest.raises(ValueError, match="at least 11x11"):
         fused.fused_ssim(x[:, :10], y[:, :10], padding="valid")
+
+
+@pytest.mark.gpu
+@requires_cuda
+@pytest.mark.parametrize("shape", [(3, 37, 51), (2, 3, 16, 23)])
+def test_fused_l1_dssim_matches_the_pytorch_sum(shape):
+    """The one-node 3DGS loss: value, terms and gradient of (1 - w) L1 + w (1 - SSIM)."""
+    fused = load_fused_ssim(torch.device("cuda", 0))
+    x, y = _pair(shape, seed=11)
+    w = 0.2
+    xg = x.clone().requires_grad_(True)
+    total, l1, dssim = fused.fused_l1_dssim(xg, y, w)
+    assert total.grad_fn is not None and l1.grad_fn is None and dssim.grad_fn is None
+    (g,) = torch.autograd.grad(3.0 * total, xg)  # a non-unit upstream gradient
+    xd = x.double().requires_grad_(True)
+    ref_l1 = (xd - y.double()).abs().mean()
+    ref_dssim = 1.0 - ssim_map(xd, y.double()).mean()
+    ref_total = (1 - w) * ref_l1 + w * ref_dssim
+    (ref_g,) = torch.autograd.grad(3.0 * ref_total, xd)
+    for value, ref in ((total, ref_total), (l1, ref_l1), (dssim, ref_dssim)):
+        assert abs(value.item() - ref.item()) <= 1e-5 * abs(ref.item())
+    assert rel_err(g, ref_g) < 1e-5
+    # utils.loss_utils dispatches to it on CUDA, and to the PyTorch sum when asked
+    loss, _, _ = loss_utils.l1_dssim_loss(xg, y, w)
+    assert "_FusedL1DSSIMBackward" in _graph_node_names(loss.grad_fn)
+    loss_t, l1_t, _ = loss_utils.l1_dssim_loss(xg, y, w, fused=False)
+    assert "_FusedL1DSSIMBackward" not in _graph_node_names(loss_t.grad_fn)
+    assert abs(loss_t.item() - ref_total.item()) <= 1e-5 * abs(ref_total.item())
+
+
+def test_l1_dssim_loss_on_cpu_is_the_pytorch_sum():
+    x, y = torch.rand(2, 3, 20, 17, dtype=torch.float64).unbind(0)
+    x.requires_grad_(True)
+    total, l1, dssim = loss_utils.l1_dssim_loss(x, y, 0.2)
+    assert torch.equal(l1, (x - y).abs().mean())
+    assert torch.equal(dssim, 1.0 - ssim_map(x, y).mean())
+    assert torch.allclose(total, 0.8 * l1 + 0.2 * dssim, rtol=1e-12)
+    total.backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()

@@ -3,9 +3,10 @@
 ``build_extra_losses`` returns None when every such flag is off, and train.py's
 ``compute_losses`` then runs exactly the 3DGS loss. Otherwise ``ExtraLosses`` supplies
 
-- ``l1``: the plain L1, or from ``roi_loss_focus_after`` on the ROI-weighted L1
-  (sum w|pred - gt| / sum w with the view's ``priors["roi_weight"]``, utils/roi.py) for
-  views that have an ROI; SSIM stays unweighted, as in roigs;
+- ``l1_weight``: None (plain L1), or from ``roi_loss_focus_after`` on the view's
+  ``priors["roi_weight"]`` for views that have an ROI: L1 then becomes the ROI-weighted
+  sum w|pred - gt| / sum w (utils/roi.py ``weighted_l1``); SSIM stays unweighted, as in
+  roigs;
 - ``terms``: extra named terms with their weights: ``lpdr`` (utils/lpdr.py), ``depth_ssi``
   and ``depth_pearson`` (utils/depth_losses.py, each inside its iteration window, only for
   views with a depth prior, over the pixels whose rendered alpha exceeds 0.5).
@@ -18,9 +19,7 @@ from dataclasses import dataclass, field
 import torch
 
 from utils.depth_losses import pearson_patch_loss, ssi_depth_loss
-from utils.loss_utils import l1_loss
 from utils.lpdr import lpdr_coefficients, lpdr_loss
-from utils.roi import weighted_l1
 
 
 @dataclass(frozen=True)
@@ -57,17 +56,12 @@ class ExtraLosses:
         """Whether some term needs the rendered depth (``render(..., depth=True)``)."""
         return self.lambda_depth_ssi > 0 or self.lambda_depth_pearson > 0
 
-    def l1(
-        self,
-        image: torch.Tensor,  # [3, H, W]
-        gt: torch.Tensor,  # [3, H, W]
-        camera,
-        iteration: int,
-    ) -> torch.Tensor:
+    def l1_weight(self, camera, iteration: int) -> torch.Tensor | None:
+        """The ROI weight map of L1 at ``iteration`` ([1 or 3, H, W]), None for plain L1."""
         weight = camera.priors.get("roi_weight")
-        if self.roi_focus_after is None or iteration < self.roi_focus_after or weight is None:
-            return l1_loss(image, gt)
-        return weighted_l1(image, gt, weight)
+        if self.roi_focus_after is None or iteration < self.roi_focus_after:
+            return None
+        return weight
 
     def terms(
         self, render_pkg: dict, camera, iteration: int

@@ -147,3 +147,24 @@ def fast_ssim(
         if fused is not None:
             return fused.fused_ssim(img1, img2, padding=padding)
     return ssim_map(img1, img2, padding=padding).mean()
+
+
+def l1_dssim_loss(
+    image: torch.Tensor,  # [C, H, W] or [B, C, H, W], the render
+    gt: torch.Tensor,  # same shape, the ground truth
+    lambda_dssim: float,
+    fused: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The 3DGS photometric loss ``(1 - lambda) * L1 + lambda * (1 - SSIM)`` and its terms
+    ``L1`` and ``1 - SSIM``.
+
+    On CUDA (float32, ``fused``) one autograd node with the fused SSIM kernel, whose terms
+    carry no gradient; otherwise the PyTorch sum of ``l1_loss`` and ``fast_ssim``.
+    """
+    if fused and image.is_cuda and gt.is_cuda and image.dtype == torch.float32:
+        module = load_fused_ssim(image.device)
+        if module is not None:
+            return module.fused_l1_dssim(image, gt, lambda_dssim)
+    l1 = l1_loss(image, gt)
+    dssim = 1.0 - fast_ssim(image, gt)
+    return torch.lerp(l1, dssim, lambda_dssim), l1, dssim
