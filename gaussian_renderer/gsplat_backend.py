@@ -4,8 +4,12 @@ RGB, N-D features and expected depth come out of one rasterization pass: colours
 (gsplat's SH kernel, PyTorch SH with ``--convert_SHs_python``, or ``override_color``),
 the extra feature channels and the camera depth are concatenated into one colour tensor.
 
-The default path calls gsplat's four stages directly (projection, tile intersection,
-offsets, rasterization) instead of ``gsplat.rasterization``. Same kernels, same results,
+Training renders normally take gaussian_renderer/gsplat_fused.py (the whole render as one
+autograd node). This module is the staged path: ``render(..., fused=False)``
+(``--autograd_nodes stages``) and the cases the fused node does not cover (packed mode,
+``override_color``, antialiasing, the PyTorch SH/covariance switches). It calls gsplat's
+four stages directly (projection, tile intersection, offsets, rasterization), each its
+autograd function, instead of ``gsplat.rasterization``. Same kernels, same results,
 but less host work per call, and no ``torch.inverse`` of the view matrix: that call
 checks its result on the host, a GPU synchronisation on every iteration (the tile
 intersection already needs one). Packed mode and explicit covariances go through
