@@ -23,8 +23,7 @@ import math
 import torch
 
 from gaussian.model import GaussianModel
-
-TILE_SIZE = 16
+from gaussian_renderer.gsplat_fused import TILE_SIZE
 
 
 def load_gsplat_extension() -> None:
