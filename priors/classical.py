@@ -75,18 +75,15 @@ def felzenszwalb_hierarchy(
     f = small.shape[1] / ww
     raw = {}
     for j, i in enumerate(order):
-        if j == 0 or f >= 1.0:
-            raw[i] = felzenszwalb(
-                work, scale=float(scales[i]), sigma=sigma, min_size=max(1, int(min_area * s * s))
-            )
-        else:
-            lab = felzenszwalb(
-                small,
-                scale=float(scales[i]) * f,
-                sigma=sigma,
-                min_size=max(1, int(min_area * (s * f) ** 2)),
-            )
-            raw[i] = cv2.resize(lab.astype(np.int32), (ww, wh), interpolation=cv2.INTER_NEAREST)
+        full = j == 0 or f >= 1.0  # the finest scale at the working resolution
+        img, g = (work, 1.0) if full else (small, f)
+        lab = felzenszwalb(
+            img, scale=float(scales[i]) * g, sigma=sigma,
+            min_size=max(1, int(min_area * (s * g) ** 2)),
+        )  # fmt: skip
+        if not full:
+            lab = cv2.resize(lab.astype(np.int32), (ww, wh), interpolation=cv2.INTER_NEAREST)
+        raw[i] = lab
     nested = {order[0]: raw[order[0]].astype(np.int32)}
     for finer, coarser in zip(order[:-1], order[1:]):
         nested[coarser] = nest_labels(nested[finer], raw[coarser])

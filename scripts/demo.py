@@ -36,7 +36,7 @@ if str(REPO_ROOT) not in sys.path:  # run as `python scripts/demo.py`
     sys.path.insert(0, str(REPO_ROOT))
 
 from scripts.make_demo_scene import make_demo_scene  # noqa: E402
-from utils.general_utils import claim_output_folder  # noqa: E402
+from utils.general_utils import claim_output_folder, split_passthrough  # noqa: E402
 
 MARKER = ".segsplat_demo.json"
 
@@ -202,11 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fast", action="store_true", help="tiny scene and run: a smoke test")
     parser.add_argument("--backend", default="auto", choices=["auto", "gsplat", "torch"])
     parser.add_argument("--seed", type=int, default=0, help="seed of the demo scene")
-    argv = sys.argv[1:] if argv is None else argv
-    train_extra: list[str] = []
-    if "--" in argv:
-        cut = argv.index("--")
-        argv, train_extra = argv[:cut], argv[cut + 1 :]
+    argv, train_extra = split_passthrough(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     if args.iterations < 0:
         parser.error("--iterations must be positive")

@@ -46,7 +46,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # run as `python scripts/run_maryrose_roi.py`
     sys.path.insert(0, str(REPO_ROOT))
 
-from utils.general_utils import claim_output_folder  # noqa: E402
+from utils.general_utils import claim_output_folder, split_passthrough  # noqa: E402
 
 MARKER = ".segsplat_maryrose_roi.json"
 
@@ -307,12 +307,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="train and score on images composited onto white through their "
                         "masks (-w): the turntable background, which moves between "
                         "sub-captures, taken out")  # fmt: skip
-    argv = sys.argv[1:] if argv is None else argv
-    given = list(argv)
-    extra: list[str] = []
-    if "--" in argv:
-        cut = argv.index("--")
-        argv, extra = argv[:cut], argv[cut + 1 :]
+    given = list(sys.argv[1:] if argv is None else argv)
+    argv, extra = split_passthrough(given)
     args = parser.parse_args(argv)
     if args.iterations < 1:
         parser.error("--iterations must be positive")

@@ -37,3 +37,12 @@ def require_scene(name: str) -> Path:
 
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def step_once(model, opt) -> None:
+    """One optimizer step on a loss that touches every parameter of ``model`` differently
+    (so that each key's moments differ): for tests of state kept through set edits."""
+    loss = sum((p**2).sum() * (i + 1) for i, p in enumerate(model.params.values()))
+    loss.backward()
+    opt.step()
+    opt.zero_grad()

@@ -7,6 +7,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+from conftest import step_once
 from plyfile import PlyData
 
 from gaussian import ops
@@ -27,13 +28,6 @@ def make_model(n=50, seed=0, sh_degree=3):
         for p in model.params.values():
             p.add_(0.01 * torch.randn(p.shape, generator=g))
     return model
-
-
-def step_once(model, opt):
-    loss = sum((p**2).sum() * (i + 1) for i, p in enumerate(model.params.values()))
-    loss.backward()
-    opt.step()
-    opt.zero_grad()
 
 
 def test_knn_matches_brute_force():

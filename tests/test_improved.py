@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import requires_cuda
+from conftest import requires_cuda, step_once
 
 from gaussian import ops
 from gaussian.model import GaussianModel
@@ -38,13 +38,6 @@ def make_model(n=12, seed=0):
         model.params["opacities"].copy_(torch.randn(n, generator=g))
         model.params["shN"].copy_(torch.randn(model.params["shN"].shape, generator=g))
     return model
-
-
-def step_once(model, opt):
-    loss = sum((p**2).sum() * (i + 1) for i, p in enumerate(model.params.values()))
-    loss.backward()
-    opt.step()
-    opt.zero_grad()
 
 
 # ----------------------------------------------------------------------------- split

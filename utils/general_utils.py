@@ -29,6 +29,15 @@ def pick_device(requested: str = "cuda") -> torch.device:
     return torch.device(requested)
 
 
+def split_passthrough(argv: list[str]) -> tuple[list[str], list[str]]:
+    """``argv`` split at its first ``--``: the arguments a wrapper script parses itself, and
+    the ones it hands on to train.py unchanged (empty without ``--``)."""
+    if "--" not in argv:
+        return list(argv), []
+    cut = argv.index("--")
+    return list(argv[:cut]), list(argv[cut + 1 :])
+
+
 def claim_output_folder(root: Path, marker: str, owner: str, error: type = ValueError) -> None:
     """Create ``root`` for a script's outputs, or reuse it if ``owner`` made it before.
 
