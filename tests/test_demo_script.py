@@ -121,3 +121,13 @@ def test_demo_fast_end_to_end(tmp_path: Path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads((out / "model" / "results.json").read_text())
     assert results and "PSNR" in next(iter(results.values()))
+
+
+def test_split_passthrough_cuts_at_the_first_double_dash():
+    from utils.general_utils import split_passthrough
+
+    assert split_passthrough(["--fast", "--", "--seed", "1", "--", "x"]) == (
+        ["--fast"],
+        ["--seed", "1", "--", "x"],
+    )
+    assert split_passthrough(["--fast"]) == (["--fast"], [])
