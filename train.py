@@ -31,8 +31,9 @@ from arguments import (
     SparseViewParams,
     SpeedParams,
 )
-from gaussian.model import GaussianModel
+from gaussian.model import CORE_KEYS, GaussianModel
 from gaussian.optim import (
+    FusedAdam,
     StepSchedule,
     build_step_schedule,
     build_training_optimizer,
@@ -41,6 +42,7 @@ from gaussian.optim import (
 )
 from gaussian.ply import save_ply
 from gaussian.strategy.base import Strategy
+from gaussian.strategy.default import DefaultStrategy
 from gaussian.strategy.factory import build_strategy
 from gaussian.strategy.roi import ROIGate, far_scene_depths
 from gaussian_renderer import render, resolve_backend
@@ -169,6 +171,31 @@ def build_method(
     return strategy, build_extra_losses(roi, depth), schedule
 
 
+def cuda_graph_blocker(speed, backend: str, pipe, opt, extra_losses, ssim_fn, optimizer,
+                       strategy, schedule, gaussians) -> str | None:  # fmt: skip
+    """Why the loop cannot replay its step from CUDA graphs (gaussian_renderer/
+    graph_step.py), or None when it can: plain 3DGS on gsplat only."""
+    checks = {
+        "--cuda_graphs off": speed.cuda_graphs == "off",
+        "--autograd_nodes stages": speed.autograd_nodes != "fused",
+        f"the {backend} backend": backend != "gsplat",
+        "prior-based losses": extra_losses is not None,
+        "--ssim_impl torch": ssim_fn is not fast_ssim,
+        "fused SSIM unavailable": backend == "gsplat" and load_fused_ssim(gaussians.device) is None,
+        "not 3DGS's Adam": not isinstance(optimizer, FusedAdam)
+        or schedule is not None
+        or opt.optimizer_type != "default",
+        "not 3DGS's densification": type(strategy) is not DefaultStrategy
+        or strategy.roi is not None,
+        "a PyTorch SH/covariance or antialiasing switch": any(
+            getattr(pipe, k, False)
+            for k in ("antialiasing", "compute_cov3D_python", "convert_SHs_python")
+        ),
+        "parameters beyond 3DGS's": set(gaussians.params) != set(CORE_KEYS),
+    }
+    return next((reason for reason, hit in checks.items() if hit), None)
+
+
 # ----------------------------------------------------------------------------- loop
 
 
@@ -249,6 +276,15 @@ def training(
     render_depth = extra_losses is not None and extra_losses.reads_rendered_depth
     ema_loss = torch.zeros((), device=device)
     fused = speed.autograd_nodes == "fused"
+    graphed = None
+    blocker = cuda_graph_blocker(speed, backend, pipe, opt, extra_losses, ssim_fn, optimizer,
+                                 strategy, step_schedule, gaussians)  # fmt: skip
+    if blocker is None:
+        from gaussian_renderer.graph_step import GraphedStep
+
+        absgrad = getattr(strategy, "absgrad", False)
+        graphed = GraphedStep(gaussians, background, opt.lambda_dssim, absgrad)
+    print(f"CUDA graphs: {'on' if graphed else f'off ({blocker})'}")
     progress = tqdm(range(first_iter, opt.iterations), desc="Training progress")
     first_iter += 1
     loop_start = iter_start = time.perf_counter()
@@ -263,11 +299,15 @@ def training(
             pipe.debug = True
         bg = torch.rand(3, device=device) if opt.random_background else background
 
-        render_pkg = render_step(camera, gaussians, pipe, bg, backend, render_depth, fused)
-        strategy.step_pre_backward(render_pkg, state, iteration)
-        loss, terms = compute_losses(render_pkg, camera, opt, ssim_fn, extra_losses, iteration,
-                                     fused)  # fmt: skip
-        loss.backward()
+        # The first step runs eagerly: it loads every kernel the graphs will record.
+        if graphed is not None and iteration > first_iter and not pipe.debug:
+            render_pkg, loss, terms = graphed.step(camera, bg if opt.random_background else None)
+        else:
+            render_pkg = render_step(camera, gaussians, pipe, bg, backend, render_depth, fused)
+            strategy.step_pre_backward(render_pkg, state, iteration)
+            loss, terms = compute_losses(render_pkg, camera, opt, ssim_fn, extra_losses,
+                                         iteration, fused)  # fmt: skip
+            loss.backward()
 
         with torch.no_grad():
             # The loss stays on the device; it is read back once per log interval only.
@@ -341,6 +381,8 @@ def training(
         "save_seconds": in_loop["save"],
         "densify_seconds": in_loop["densify"],
     }
+    if graphed is not None:
+        phases.update({f"graph_captures_{k}": v for k, v in graphed.captures.items()})
     write_summary(args.model_path, marks["loop"] - loop_start, n_iters, gaussians, backend,
                   device, phases, timeline)  # fmt: skip
     if tb_writer is not None:

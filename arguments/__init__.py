@@ -192,14 +192,23 @@ class SpeedParams(ParamGroup):
         "autograd_nodes": "fused: the gsplat render (gaussian_renderer/gsplat_fused.py) and the "
         "L1 + D-SSIM loss are one autograd node each; stages: gsplat's autograd function per "
         "stage and the loss as PyTorch terms (same results; for comparisons)",
+        "cuda_graphs": "auto: replay the plain 3DGS step (render, L1 + D-SSIM, backward) from "
+        "CUDA graphs where it applies (gaussian_renderer/graph_step.py: gsplat, fused nodes, no "
+        "prior-based loss, default densification and Adam; train.py prints why not otherwise); "
+        "off: the eager step (same results; for comparisons)",
     }
-    _choices = {"ssim_impl": ["auto", "torch"], "autograd_nodes": ["fused", "stages"]}
+    _choices = {
+        "ssim_impl": ["auto", "torch"],
+        "autograd_nodes": ["fused", "stages"],
+        "cuda_graphs": ["auto", "off"],
+    }
 
     def __init__(self, parser: ArgumentParser, sentinel: bool = False):
         self.log_interval = 10
         self.ssim_impl = "auto"
         self.sync_every_step = False
         self.autograd_nodes = "fused"
+        self.cuda_graphs = "auto"
         super().__init__(parser, "Speed Parameters", sentinel)
 
 

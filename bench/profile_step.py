@@ -44,13 +44,17 @@ def main() -> int:
     parser.add_argument("--compare_autograd", action="store_true",
                         help="also time the loop with --autograd_nodes stages and fused in "
                         "alternating windows")  # fmt: skip
+    parser.add_argument("--compare_graphs", action="store_true",
+                        help="also time the loop with --cuda_graphs off and auto in alternating "
+                        "windows")  # fmt: skip
     parser.add_argument("--phases", action="store_true",
                         help="also time each phase of a step: host issue time, and with a "
                         "synchronisation after each phase")  # fmt: skip
     args = parser.parse_args()
     dataset, opt, pipe = (groups[k].extract(args) for k in ("model", "opt", "pipe"))
     method = train.method_args(groups, args)
-    fused = groups["speed"].extract(args).autograd_nodes == "fused"
+    speed = groups["speed"].extract(args)
+    fused = speed.autograd_nodes == "fused"
     device = pick_device("cuda")  # CPU (torch backend) only for a smoke run
 
     def synchronize() -> None:
@@ -71,6 +75,15 @@ def main() -> int:
     sparse_adam = opt.optimizer_type == "sparse_adam"
     load_fused_ssim(device)
     phase_s = dict.fromkeys(PHASES, 0.0)
+    graphed = None
+    blocker = train.cuda_graph_blocker(speed, backend, pipe, opt, extra, fast_ssim, optimizer,
+                                       strategy, schedule, gaussians)  # fmt: skip
+    if blocker is None:
+        from gaussian_renderer.graph_step import GraphedStep
+
+        graphed = GraphedStep(gaussians, bg, opt.lambda_dssim, getattr(strategy, "absgrad", False))
+    print(f"CUDA graphs: {'on' if graphed else f'off ({blocker})'}")
+    use_graphs = graphed is not None
 
     def mark(name: str, t0: float, phase_timing: str | None) -> float:
         """Add the time since ``t0`` to phase ``name`` ("host": as issued, "sync": after
@@ -89,13 +102,17 @@ def main() -> int:
         if it % 1000 == 0:
             gaussians.oneupSHdegree()
         cam = cams[it % len(cams)]
-        pkg = train.render_step(cam, gaussians, pipe, bg, backend, render_depth, fused)
-        t = mark("render", t, phase_timing)
-        strategy.step_pre_backward(pkg, state, it)
-        loss, _ = train.compute_losses(pkg, cam, opt, fast_ssim, extra, it, fused)
-        t = mark("loss", t, phase_timing)
-        loss.backward()
-        t = mark("backward", t, phase_timing)
+        if use_graphs and it > 1:  # render, loss and backward: one phase ("render")
+            pkg, _, _ = graphed.step(cam)
+            t = mark("render", t, phase_timing)
+        else:
+            pkg = train.render_step(cam, gaussians, pipe, bg, backend, render_depth, fused)
+            t = mark("render", t, phase_timing)
+            strategy.step_pre_backward(pkg, state, it)
+            loss, _ = train.compute_losses(pkg, cam, opt, fast_ssim, extra, it, fused)
+            t = mark("loss", t, phase_timing)
+            loss.backward()
+            t = mark("backward", t, phase_timing)
         with torch.no_grad():
             strategy.step_post_backward(gaussians, optimizer, state, it, pkg, cam)
             t = mark("strategy", t, phase_timing)
@@ -118,6 +135,16 @@ def main() -> int:
         return (time.perf_counter() - start) / args.steps
 
     wall = timed()
+    if args.compare_graphs and graphed is not None:
+        walls = {True: [wall], False: []}
+        for _ in range(2):
+            for use_graphs in (False, True):
+                walls[use_graphs].append(timed())
+        for key, name in ((True, "auto"), (False, "off")):
+            ms = ", ".join(f"{v * 1e3:.3f}" for v in walls[key])
+            print(f"wall per iteration, --cuda_graphs {name}: {ms} ms")
+        print(f"graph captures so far: {graphed.captures} in {graphed.capture_seconds:.2f} s; "
+              f"intersections of the last step: {graphed.n_isects}")  # fmt: skip
     if args.compare_autograd:
         # Alternating windows, so that the Gaussian count grows alike for both.
         initial = fused

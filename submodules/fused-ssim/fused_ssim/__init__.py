@@ -22,7 +22,14 @@ from types import ModuleType
 
 import torch
 
-__all__ = ["fused_l1_dssim", "fused_ssim", "fused_ssim_map", "gaussian_taps", "load_extension"]
+__all__ = [
+    "fused_l1_dssim",
+    "fused_l1_dssim_with_grad",
+    "fused_ssim",
+    "fused_ssim_map",
+    "gaussian_taps",
+    "load_extension",
+]
 
 WINDOW = 11  # the kernels are compiled for 11 taps
 PADDINGS = ("same", "valid")
@@ -94,6 +101,26 @@ class _FusedSSIM(torch.autograd.Function):
         )
 
 
+def _l1_dssim_forward(ext, x, y, taps, C1, C2, weight):
+    """Loss, its two terms, and what the backward needs (the sign of x - y and the SSIM
+    derivative maps)."""
+    ssim, d_m1, d_e11, d_e12, d_m2 = ext.forward(x, y, taps, C1, C2, False, True, False)
+    diff = x - y
+    l1 = diff.abs().mean()
+    dssim = 1.0 - ssim.mean()
+    return torch.lerp(l1, dssim, weight), l1, dssim, (diff.sign_(), d_m1, d_e11, d_e12, d_m2)
+
+
+def _l1_dssim_backward(ext, x, y, taps, weight, grad_out, saved):
+    """d loss / d x for the loss's gradient ``grad_out`` (a scalar tensor)."""
+    sign, d_m1, d_e11, d_e12, d_m2 = saved
+    n = x.numel()
+    # d loss / d SSIM-map: one value for every pixel, passed as a broadcast view.
+    grad_map = (grad_out.float() * (-weight / n)).expand(x.shape)
+    grad_x, _ = ext.backward(x, y, taps, False, grad_map, d_m1, d_e11, d_e12, d_m2)
+    return grad_x.addcmul_(sign, grad_out.float() * ((1.0 - weight) / n))
+
+
 class _FusedL1DSSIM(torch.autograd.Function):
     """(1 - w) * mean|x - y| + w * (1 - mean SSIM(x, y)) of [B, C, H, W] float32 CUDA
     images as one autograd node: gradient to ``x`` only (the render; ``y`` is the target)."""
@@ -101,24 +128,17 @@ class _FusedL1DSSIM(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, y, taps, C1, C2, weight):
         ext = load_extension(x.device)
-        ssim, d_m1, d_e11, d_e12, d_m2 = ext.forward(x, y, taps, C1, C2, False, True, False)
-        diff = x - y
-        l1 = diff.abs().mean()
-        dssim = 1.0 - ssim.mean()
-        ctx.save_for_backward(x, y, diff.sign_(), d_m1, d_e11, d_e12, d_m2)
+        loss, l1, dssim, saved = _l1_dssim_forward(ext, x, y, taps, C1, C2, weight)
+        ctx.save_for_backward(x, y, *saved)
         ctx.taps, ctx.weight = taps, weight
         ctx.mark_non_differentiable(l1, dssim)
-        return torch.lerp(l1, dssim, weight), l1, dssim
+        return loss, l1, dssim
 
     @staticmethod
     def backward(ctx, grad_out, _grad_l1, _grad_dssim):
-        x, y, sign, d_m1, d_e11, d_e12, d_m2 = ctx.saved_tensors
-        n = x.numel()
-        # d loss / d SSIM-map: one value for every pixel, passed as a broadcast view.
-        grad_map = (grad_out.float() * (-ctx.weight / n)).expand(x.shape)
+        x, y, *saved = ctx.saved_tensors
         ext = load_extension(x.device)
-        grad_x, _ = ext.backward(x, y, ctx.taps, False, grad_map, d_m1, d_e11, d_e12, d_m2)
-        grad_x.addcmul_(sign, grad_out.float() * ((1.0 - ctx.weight) / n))
+        grad_x = _l1_dssim_backward(ext, x, y, ctx.taps, ctx.weight, grad_out, saved)
         return grad_x, None, None, None, None, None
 
 
@@ -211,3 +231,22 @@ def fused_l1_dssim(
     y = (img2[None] if img2.dim() == 3 else img2).float().contiguous().detach()
     taps = gaussian_taps(float(sigma))
     return _FusedL1DSSIM.apply(x, y, taps, float(C1), float(C2), float(weight))
+
+
+def fused_l1_dssim_with_grad(
+    img1: torch.Tensor,  # [B, C, H, W] float32 CUDA, contiguous: the render
+    img2: torch.Tensor,  # same shape, the target
+    weight: float,
+    sigma: float = 1.5,
+    C1: float = 0.01**2,
+    C2: float = 0.03**2,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``fused_l1_dssim``'s loss, L1 and 1 - SSIM, and d loss / d img1 [B, C, H, W], from
+    one call without autograd: for step drivers that chain backward passes by hand (the
+    CUDA-graph training step). No checks and no host synchronisation."""
+    ext = load_extension(img1.device)
+    taps = gaussian_taps(float(sigma))
+    loss, l1, dssim, saved = _l1_dssim_forward(ext, img1, img2, taps, float(C1), float(C2),
+                                               float(weight))  # fmt: skip
+    grad = _l1_dssim_backward(ext, img1, img2, taps, float(weight), torch.ones_like(loss), saved)
+    return loss, l1, dssim, grad
