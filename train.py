@@ -175,25 +175,28 @@ def cuda_graph_blocker(speed, backend: str, pipe, opt, extra_losses, ssim_fn, op
                        strategy, schedule, gaussians) -> str | None:  # fmt: skip
     """Why the loop cannot replay its step from CUDA graphs (gaussian_renderer/
     graph_step.py), or None when it can: plain 3DGS on gsplat only."""
-    checks = {
-        "--cuda_graphs off": speed.cuda_graphs == "off",
-        "--autograd_nodes stages": speed.autograd_nodes != "fused",
-        f"the {backend} backend": backend != "gsplat",
-        "prior-based losses": extra_losses is not None,
-        "--ssim_impl torch": ssim_fn is not fast_ssim,
-        "fused SSIM unavailable": backend == "gsplat" and load_fused_ssim(gaussians.device) is None,
-        "not 3DGS's Adam": not isinstance(optimizer, FusedAdam)
-        or schedule is not None
-        or opt.optimizer_type != "default",
-        "not 3DGS's densification": type(strategy) is not DefaultStrategy
-        or strategy.roi is not None,
-        "a PyTorch SH/covariance or antialiasing switch": any(
-            getattr(pipe, k, False)
-            for k in ("antialiasing", "compute_cov3D_python", "convert_SHs_python")
+    switches = ("antialiasing", "compute_cov3D_python", "convert_SHs_python")
+    checks = {  # in order; each evaluated only when the ones before it pass
+        "--cuda_graphs off": lambda: speed.cuda_graphs == "off",
+        "--autograd_nodes stages": lambda: speed.autograd_nodes != "fused",
+        f"the {backend} backend": lambda: backend != "gsplat",
+        "prior-based losses": lambda: extra_losses is not None,
+        "--ssim_impl torch": lambda: ssim_fn is not fast_ssim,
+        "fused SSIM unavailable": lambda: load_fused_ssim(gaussians.device) is None,
+        "not 3DGS's Adam": lambda: (
+            not isinstance(optimizer, FusedAdam)
+            or schedule is not None
+            or opt.optimizer_type != "default"
         ),
-        "parameters beyond 3DGS's": set(gaussians.params) != set(CORE_KEYS),
+        "not 3DGS's densification": lambda: (
+            type(strategy) is not DefaultStrategy or strategy.roi is not None
+        ),
+        "a PyTorch SH/covariance or antialiasing switch": lambda: any(
+            getattr(pipe, k, False) for k in switches
+        ),
+        "parameters beyond 3DGS's": lambda: set(gaussians.params) != set(CORE_KEYS),
     }
-    return next((reason for reason, hit in checks.items() if hit), None)
+    return next((reason for reason, failed in checks.items() if failed()), None)
 
 
 # ----------------------------------------------------------------------------- loop

@@ -88,3 +88,30 @@ def test_bad_input_leaves_no_model_folder(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "error:" in err and str(scene) in err and err.count("\n") == 1
     assert not model.exists()
+
+
+def test_cuda_graph_blocker_names_the_first_reason():
+    """train.py says why a run does not replay its step from CUDA graphs (the graph step
+    itself is GPU-tested in test_graph_step.py)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from gaussian.model import GaussianModel
+    from gaussian.strategy.default import DefaultStrategy
+    from utils.loss_utils import fast_ssim, ssim
+
+    model = GaussianModel.from_points(torch.rand(8, 3), torch.rand(8, 3))
+    adam = torch.optim.Adam(model.params.values())
+    opt, pipe = SimpleNamespace(optimizer_type="default"), SimpleNamespace()
+
+    def reason(cuda_graphs="auto", nodes="fused", backend="gsplat", extra=None, ssim_fn=ssim):
+        speed = SimpleNamespace(cuda_graphs=cuda_graphs, autograd_nodes=nodes)
+        return train_script.cuda_graph_blocker(speed, backend, pipe, opt, extra, ssim_fn, adam,
+                                               DefaultStrategy(), None, model)  # fmt: skip
+
+    assert reason(cuda_graphs="off") == "--cuda_graphs off"
+    assert reason(nodes="stages") == "--autograd_nodes stages"
+    assert reason(backend="torch", ssim_fn=fast_ssim) == "the torch backend"
+    assert reason(extra=object()) == "prior-based losses"
+    assert reason() == "--ssim_impl torch"
