@@ -9,8 +9,10 @@ iterations with torch.profiler and prints: wall time per iteration, GPU busy tim
 iteration, and the top operators by CPU and by GPU time. If CPU time per iteration exceeds
 GPU time, the loop is launch-bound and only less Python/fewer launches make it faster.
 ``--phases`` adds the time of each phase of a step (render, loss, backward, strategy,
-optimizer): the host's time to issue it, and its time with a synchronisation after each
-phase.
+optimizer; with CUDA graphs, render, loss and backward are one phase, "render"): the
+host's time to issue it, and its time with a synchronisation after each phase.
+Plain 3DGS runs replay their step from CUDA graphs as train.py does (``--cuda_graphs off``
+for the eager step; ``--compare_graphs`` times both in alternating windows).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@
 #            RANDOM-INIT Depth Pro: for timing the prior-based losses only
 #   profile  bench/profile_step.py on lego late in training, direct stages vs gsplat API
 #   profile_fern, profile_fern_priors  bench/profile_step.py --phases (PROFILE_ARGS: more
-#            flags, e.g. --compare_autograd) on fern 3-view late
+#            flags, e.g. --compare_graphs or --compare_autograd) on fern 3-view late
 #            in training: plain 3DGS, and with every prior-based loss (after fern_priors)
 #   speed    bench/train_speed.py (SPEED_ARGS, default: lego and fern, fast loop)
 #   startup  import times of train.py and gsplat, CUDA context creation

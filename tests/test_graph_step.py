@@ -78,7 +78,7 @@ def assert_same_step(model, stepper, camera, absgrad=False):
     assert torch.equal(radii_g, pkg_e["radii"])
     assert torch.equal(vis_g, pkg_e["visibility_filter"])
     assert (render_g - pkg_e["render"]).abs().max() < 1e-6
-    values_e = [float(loss_e), *(float(v) for v in terms_e.values())]
+    values_e = [loss_e.item(), *(v.item() for v in terms_e.values())]
     assert np.allclose(values_g, values_e, rtol=1e-6, atol=0), (values_g, values_e)
     want = {k: model.params[k].grad for k in CORE_KEYS}
     want["means2d"] = pkg_e["viewspace_points"].grad
