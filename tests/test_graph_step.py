@@ -86,7 +86,9 @@ def assert_same_step(model, stepper, camera, absgrad=False):
         want["absgrad"] = pkg_e["viewspace_points"].absgrad
     for k, v in want.items():
         assert got[k].shape == v.shape, k
-        assert rel_err(got[k], v) < 1e-5, (k, rel_err(got[k], v))
+        # The rasterizer's backward sums with atomics in no fixed order: two eager steps
+        # already differ by about 1e-5 in the means' gradient.
+        assert rel_err(got[k], v) < 5e-5, (k, rel_err(got[k], v))
     assert pkg_e["visibility_filter"].sum() > 100  # the views see the scene
 
 
