@@ -199,6 +199,21 @@ def cuda_graph_blocker(speed, backend: str, pipe, opt, extra_losses, ssim_fn, op
     return next((reason for reason, failed in checks.items() if failed()), None)
 
 
+def build_graphed_step(speed, backend: str, pipe, opt, extra_losses, ssim_fn, optimizer,
+                       strategy, schedule, gaussians, background):  # fmt: skip
+    """The CUDA-graph step for this run, or None (``cuda_graph_blocker`` says why; printed
+    either way)."""
+    blocker = cuda_graph_blocker(speed, backend, pipe, opt, extra_losses, ssim_fn, optimizer,
+                                 strategy, schedule, gaussians)  # fmt: skip
+    print(f"CUDA graphs: {'on' if blocker is None else f'off ({blocker})'}")
+    if blocker is not None:
+        return None
+    from gaussian_renderer.graph_step import GraphedStep
+
+    absgrad = getattr(strategy, "absgrad", False)
+    return GraphedStep(gaussians, background, opt.lambda_dssim, absgrad)
+
+
 # ----------------------------------------------------------------------------- loop
 
 
@@ -279,15 +294,8 @@ def training(
     render_depth = extra_losses is not None and extra_losses.reads_rendered_depth
     ema_loss = torch.zeros((), device=device)
     fused = speed.autograd_nodes == "fused"
-    graphed = None
-    blocker = cuda_graph_blocker(speed, backend, pipe, opt, extra_losses, ssim_fn, optimizer,
-                                 strategy, step_schedule, gaussians)  # fmt: skip
-    if blocker is None:
-        from gaussian_renderer.graph_step import GraphedStep
-
-        absgrad = getattr(strategy, "absgrad", False)
-        graphed = GraphedStep(gaussians, background, opt.lambda_dssim, absgrad)
-    print(f"CUDA graphs: {'on' if graphed else f'off ({blocker})'}")
+    graphed = build_graphed_step(speed, backend, pipe, opt, extra_losses, ssim_fn, optimizer,
+                                 strategy, step_schedule, gaussians, background)  # fmt: skip
     progress = tqdm(range(first_iter, opt.iterations), desc="Training progress")
     first_iter += 1
     loop_start = iter_start = time.perf_counter()

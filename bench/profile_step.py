@@ -77,14 +77,8 @@ def main() -> int:
     sparse_adam = opt.optimizer_type == "sparse_adam"
     load_fused_ssim(device)
     phase_s = dict.fromkeys(PHASES, 0.0)
-    graphed = None
-    blocker = train.cuda_graph_blocker(speed, backend, pipe, opt, extra, fast_ssim, optimizer,
-                                       strategy, schedule, gaussians)  # fmt: skip
-    if blocker is None:
-        from gaussian_renderer.graph_step import GraphedStep
-
-        graphed = GraphedStep(gaussians, bg, opt.lambda_dssim, getattr(strategy, "absgrad", False))
-    print(f"CUDA graphs: {'on' if graphed else f'off ({blocker})'}")
+    graphed = train.build_graphed_step(speed, backend, pipe, opt, extra, fast_ssim, optimizer,
+                                       strategy, schedule, gaussians, bg)  # fmt: skip
     use_graphs = graphed is not None
 
     def mark(name: str, t0: float, phase_timing: str | None) -> float:
