@@ -50,9 +50,8 @@ from gaussian_renderer.gsplat_fused import (
     image_outputs,
     intersect,
     project,
-    project_backward,
     rasterize,
-    rasterize_backward,
+    splat_backward,
     tile_grid,
 )
 
@@ -181,13 +180,10 @@ class GraphedStep:
             rgb, _, _ = image_outputs(image, alphas, 3, False)
             loss, l1, dssim, v_rgb = _l1_dssim_with_grad(rgb[None], target, self.lambda_dssim)
             v_image, v_alphas = image_grads(v_rgb[0], None, None, alphas, None, 3, 3, False)
-            v_abs, v_means2d, v_conics, v_colors, v_opacities = rasterize_backward(
-                proj.means2d, proj.conics, proj.colors, proj.opacities, proj.backgrounds,
-                offsets, ids, alphas, last_ids, v_image, v_alphas, view,
-            )  # fmt: skip
-            v_means, v_quats, v_scales, v_logits, v_coeffs = project_backward(
-                means, quats, proj, v_means2d, v_conics, v_colors[0], v_opacities[0], view
+            v_params, v_means2d, v_abs, _ = splat_backward(
+                means, quats, proj, offsets, ids, alphas, last_ids, v_image, v_alphas, view
             )
+            v_means, v_quats, v_scales, v_logits, v_coeffs = v_params
             grads = {"means": v_means, "quats": v_quats, "scales": v_scales,
                      "opacities": v_logits, "sh0": v_coeffs[:, :1].contiguous(),
                      "shN": v_coeffs[:, 1:].contiguous()}  # fmt: skip

@@ -230,6 +230,21 @@ def project_backward(means, quats, proj: Projected, v_means2d, v_conics, v_color
     return v_means, v_quats, v_log_scales, v_logits, v_coeffs
 
 
+def splat_backward(means, quats, proj: Projected, offsets, flatten_ids, alphas, last_ids,
+                   v_image, v_alphas, view: SplatView):  # fmt: skip
+    """The rasterizer's backward, then the projection's: ((v_means, v_quats, v_log_scales,
+    v_logits, v_coeffs [N, K, 3]), v_means2d [1, N, 2], v_means2d_abs, v_colors [N, padded])
+    from the gradients of the rasterizer's outputs (``image_grads``)."""
+    v_abs, v_means2d, v_conics, v_colors, v_opacities = rasterize_backward(
+        proj.means2d, proj.conics, proj.colors, proj.opacities, proj.backgrounds, offsets,
+        flatten_ids, alphas, last_ids, v_image, v_alphas, view,
+    )  # fmt: skip
+    v_params = project_backward(
+        means, quats, proj, v_means2d, v_conics, v_colors[0], v_opacities[0], view
+    )
+    return v_params, v_means2d, v_abs, v_colors[0]
+
+
 class _FusedSplat(torch.autograd.Function):
     @staticmethod
     def forward(ctx, means, quats, log_scales, opacity_logits, sh0, shN, features,
@@ -260,19 +275,16 @@ class _FusedSplat(torch.autograd.Function):
             v_rgb, v_alpha, v_extra, alphas, extra, proj.channels, proj.colors.shape[-1],
             view.depth,
         )  # fmt: skip
-        v_abs, v_means2d, v_conics, v_colors, v_opacities = rasterize_backward(
-            proj.means2d, proj.conics, proj.colors, proj.opacities, proj.backgrounds,
-            offsets, flatten_ids, alphas, last_ids, v_image, v_alphas, view,
-        )  # fmt: skip
-        v_means, v_quats, v_log_scales, v_logits, v_coeffs = project_backward(
-            means, quats, proj, v_means2d, v_conics, v_colors[0], v_opacities[0], view
+        v_params, v_means2d, v_abs, v_colors = splat_backward(
+            means, quats, proj, offsets, flatten_ids, alphas, last_ids, v_image, v_alphas, view
         )
+        v_means, v_quats, v_log_scales, v_logits, v_coeffs = v_params
         ctx.means2d.grad = v_means2d
         if view.absgrad:
             ctx.means2d.absgrad = v_abs
         v_features = None
         if n_feat and ctx.needs_input_grad[6]:
-            v_features = v_colors[0, :, 3 : 3 + n_feat]
+            v_features = v_colors[:, 3 : 3 + n_feat]
         return (v_means, v_quats, v_log_scales, v_logits, v_coeffs[:, :1], v_coeffs[:, 1:],
                 v_features, None, None)  # fmt: skip
 

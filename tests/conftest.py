@@ -46,3 +46,20 @@ def step_once(model, opt) -> None:
     loss.backward()
     opt.step()
     opt.zero_grad()
+
+
+def random_gaussians(n: int, g: torch.Generator, device: str = "cuda"):
+    """``n`` Gaussians with random means, colours, higher SH bands, rotations, opacities and
+    anisotropic scales (so that every parameter's gradient is far from 0), drawn from
+    ``g``; SH degree 3, all bands active."""
+    from gaussian.model import GaussianModel
+
+    pts = torch.randn(n, 3, generator=g) * 0.7
+    model = GaussianModel.from_points(pts.to(device), torch.rand(n, 3, generator=g).to(device), 3)
+    with torch.no_grad():
+        model.params["shN"].copy_(0.2 * torch.randn(model.params["shN"].shape, generator=g))
+        model.params["quats"].copy_(torch.randn(n, 4, generator=g))
+        model.params["opacities"].copy_(torch.randn(n, generator=g))
+        model.params["scales"].add_(torch.randn(n, 3, generator=g).to(device) * 0.5)
+    model.active_sh_degree = 3
+    return model

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from conftest import requires_cuda
+from conftest import random_gaussians, requires_cuda
 
 from gaussian import ops
 from gaussian.model import CORE_KEYS, GaussianModel
@@ -28,15 +28,8 @@ BG = (0.1, 0.3, 0.6)
 
 
 def make_model(n=6000, seed=0) -> GaussianModel:
-    g = torch.Generator().manual_seed(seed)
-    pts = torch.randn(n, 3, generator=g) * 0.7
-    model = GaussianModel.from_points(pts.cuda(), torch.rand(n, 3, generator=g).cuda(), 3)
-    with torch.no_grad():
-        model.params["shN"].copy_(0.2 * torch.randn(model.params["shN"].shape, generator=g))
-        model.params["quats"].copy_(torch.randn(n, 4, generator=g))
-        model.params["opacities"].copy_(torch.randn(n, generator=g))
-        model.params["scales"].add_(torch.randn(n, 3, generator=g).cuda() * 0.5)
-    model.active_sh_degree = 1
+    model = random_gaussians(n, torch.Generator().manual_seed(seed))
+    model.active_sh_degree = 1  # so that the test can step it up
     return model
 
 

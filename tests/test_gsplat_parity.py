@@ -10,9 +10,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from conftest import requires_cuda
+from conftest import random_gaussians, requires_cuda
 
-from gaussian.model import GaussianModel
 from gaussian_renderer import render
 from scene.cameras import Camera
 
@@ -21,15 +20,7 @@ pytestmark = [pytest.mark.gpu, requires_cuda]
 
 def scene(n=3000, seed=0, with_features=False):
     g = torch.Generator().manual_seed(seed)
-    pts = torch.randn(n, 3, generator=g) * 0.7
-    model = GaussianModel.from_points(pts.cuda(), torch.rand(n, 3, generator=g).cuda(), 3)
-    with torch.no_grad():
-        model.params["shN"].copy_(0.2 * torch.randn(model.params["shN"].shape, generator=g))
-        model.params["quats"].copy_(torch.randn(n, 4, generator=g))
-        model.params["opacities"].copy_(torch.randn(n, generator=g))
-        # Anisotropic scales, so that rotations matter and their gradients are not ~0.
-        model.params["scales"].add_(torch.randn(n, 3, generator=g).cuda() * 0.5)
-    model.active_sh_degree = 3
+    model = random_gaussians(n, g)
     R = np.eye(3)
     cam = Camera(0, "v.png", R, np.array([0.1, -0.2, 3.0]), 180.0, 170.0, 70.3, 61.7, 141, 119,
                  device="cuda")  # fmt: skip
