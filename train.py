@@ -28,9 +28,12 @@ from arguments import (
     OptimizationParams,
     PipelineParams,
     ROIParams,
+    SparseRegParams,
     SparseViewParams,
     SpeedParams,
+    apply_sparse_view_preset,
 )
+from gaussian.dropout import DropGaussian, build_drop
 from gaussian.model import CORE_KEYS, GaussianModel
 from gaussian.optim import (
     FusedAdam,
@@ -88,8 +91,10 @@ def initial_gaussians(scene: Scene, sh_degree: int, device: torch.device) -> Gau
 
 
 def render_step(camera, gaussians, pipe, bg, backend: str, depth: bool = True,
-                fused: bool = True) -> dict:  # fmt: skip
-    return render(camera, gaussians, pipe, bg, backend=backend, depth=depth, fused=fused)
+                fused: bool = True, drop: DropGaussian | None = None) -> dict:  # fmt: skip
+    gain = None if drop is None else drop.gain(gaussians.num_gaussians)
+    return render(camera, gaussians, pipe, bg, backend=backend, depth=depth, fused=fused,
+                  opacity_gain=gain)  # fmt: skip
 
 
 def compute_losses(
@@ -200,9 +205,10 @@ def cuda_graph_blocker(speed, backend: str, pipe, opt, extra_losses, ssim_fn, op
 
 
 def build_graphed_step(speed, backend: str, pipe, opt, extra_losses, ssim_fn, optimizer,
-                       strategy, schedule, gaussians, background):  # fmt: skip
+                       strategy, schedule, gaussians, background,
+                       drop: DropGaussian | None = None):  # fmt: skip
     """The CUDA-graph step for this run, or None (``cuda_graph_blocker`` says why; printed
-    either way)."""
+    either way). ``drop``: DropGaussian, whose masks the graph draws itself."""
     blocker = cuda_graph_blocker(speed, backend, pipe, opt, extra_losses, ssim_fn, optimizer,
                                  strategy, schedule, gaussians)  # fmt: skip
     print(f"CUDA graphs: {'on' if blocker is None else f'off ({blocker})'}")
@@ -211,7 +217,7 @@ def build_graphed_step(speed, backend: str, pipe, opt, extra_losses, ssim_fn, op
     from gaussian_renderer.graph_step import GraphedStep
 
     absgrad = getattr(strategy, "absgrad", False)
-    return GraphedStep(gaussians, background, opt.lambda_dssim, absgrad)
+    return GraphedStep(gaussians, background, opt.lambda_dssim, absgrad, drop)
 
 
 # ----------------------------------------------------------------------------- loop
@@ -232,13 +238,15 @@ def training(
     args: Namespace,
     method=None,
 ) -> GaussianModel:
-    """3DGS training. ``method`` holds the ROIParams / DensifyParams / DepthLossParams
-    values as attributes ``roi``, ``densify``, ``depth`` (None: plain 3DGS)."""
+    """3DGS training. ``method`` holds the ROIParams / DensifyParams / DepthLossParams /
+    SparseRegParams values as attributes ``roi``, ``densify``, ``depth``, ``sparse_reg``
+    (None: plain 3DGS). ``args.seed`` seeds every random choice: the initial random
+    points, the order of the training views, DropGaussian's masks (seed_everything)."""
     marks = {"start": time.perf_counter()}  # phase boundaries for training_summary.json
     device = pick_device("cuda")
     backend = resolve_backend(backend_args.backend, device)
     # The scene is read and checked before anything is written: bad input leaves no folder.
-    scene = Scene(dataset, sparse, device=device)
+    scene = Scene(dataset, sparse, device=device, seed=args.seed)
     # Priors the ROI / depth flags ask for: read (and checked) before anything is written.
     attach_training_priors(
         scene.getTrainCameras(), scene.source_path, getattr(method, "roi", None),
@@ -275,7 +283,12 @@ def training(
         state = {k: v.to(device) if torch.is_tensor(v) else v for k, v in saved["state"].items()}
 
     train_cams = scene.getTrainCameras()
-    order = torch.Generator().manual_seed(0)
+    order = torch.Generator().manual_seed(args.seed)
+    reg = getattr(method, "sparse_reg", None)
+    drop = build_drop(getattr(reg, "drop_rate", 0.0), getattr(reg, "drop_schedule", "constant"),
+                      opt.iterations, device)  # fmt: skip
+    if drop is not None:
+        print(f"DropGaussian: rate {drop.rate} ({drop.schedule})")
     view_stack: list[int] = []
     ssim_fn = ssim if speed.ssim_impl == "torch" else fast_ssim
     marks["setup"] = time.perf_counter()
@@ -295,7 +308,8 @@ def training(
     ema_loss = torch.zeros((), device=device)
     fused = speed.autograd_nodes == "fused"
     graphed = build_graphed_step(speed, backend, pipe, opt, extra_losses, ssim_fn, optimizer,
-                                 strategy, step_schedule, gaussians, background)  # fmt: skip
+                                 strategy, step_schedule, gaussians, background,
+                                 drop)  # fmt: skip
     progress = tqdm(range(first_iter, opt.iterations), desc="Training progress")
     first_iter += 1
     loop_start = iter_start = time.perf_counter()
@@ -309,12 +323,15 @@ def training(
         if iteration - 1 == debug_from:
             pipe.debug = True
         bg = torch.rand(3, device=device) if opt.random_background else background
+        if drop is not None:
+            drop.set_iteration(iteration)
 
         # The first step runs eagerly: it loads every kernel the graphs will record.
         if graphed is not None and iteration > first_iter and not pipe.debug:
             render_pkg, loss, terms = graphed.step(camera, bg if opt.random_background else None)
         else:
-            render_pkg = render_step(camera, gaussians, pipe, bg, backend, render_depth, fused)
+            render_pkg = render_step(camera, gaussians, pipe, bg, backend, render_depth, fused,
+                                     drop)  # fmt: skip
             strategy.step_pre_backward(render_pkg, state, iteration)
             loss, terms = compute_losses(render_pkg, camera, opt, ssim_fn, extra_losses,
                                          iteration, fused)  # fmt: skip
@@ -514,6 +531,7 @@ def build_parser() -> tuple[ArgumentParser, dict]:
         "roi": ROIParams(parser),
         "densify": DensifyParams(parser),
         "depth": DepthLossParams(parser),
+        "sparse_reg": SparseRegParams(parser),
     }
     parser.add_argument("--debug_from", type=int, default=-1)
     parser.add_argument("--detect_anomaly", action="store_true", default=False)
@@ -527,13 +545,23 @@ def build_parser() -> tuple[ArgumentParser, dict]:
 
 
 def method_args(groups: dict, args: Namespace) -> Namespace:
-    """The ROI / densification / depth flag values as ``training``'s ``method``."""
-    return Namespace(**{k: groups[k].extract(args) for k in ("roi", "densify", "depth")})
+    """The ROI / densification / depth / sparse-view regularisation flag values as
+    ``training``'s ``method``."""
+    keys = ("roi", "densify", "depth", "sparse_reg")
+    return Namespace(**{k: groups[k].extract(args) for k in keys})
 
 
 def main(argv: list[str] | None = None) -> int:
     parser, g = build_parser()
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(argv)
+    preset = apply_sparse_view_preset(args, argv)
+    if preset:
+        print(f"--sparse_view: {' '.join(preset)}")
+    try:
+        build_drop(args.drop_rate, args.drop_schedule, 1, "cpu")  # bad values: one line
+    except ValueError as exc:
+        parser.error(str(exc))
     args.save_iterations.append(args.iterations)
     print("Optimizing " + args.model_path)
     seed_everything(args.seed)

@@ -154,15 +154,67 @@ class SparseViewParams(ParamGroup):
         "train_views": "explicit training image names (implies --split_protocol custom)",
         "random_init": "start from N random points in the cameras' bounding volume instead "
         "of the scene's points (0: off)",
+        "init": "initial points: auto (--random_init when set, else the train-only SfM points "
+        "or the scene's); sfm (the SfM points, --random_init ignored); dense (the multi-view "
+        "stereo cloud colmap_<N>views/dense/points3D.ply of python -m mvs); random "
+        "(--random_init N points, 100000 when unset)",
     }
-    _choices = {"split_protocol": ["llff", "dtu", "mip360", "custom"]}
+    _choices = {
+        "split_protocol": ["llff", "dtu", "mip360", "custom"],
+        "init": ["auto", "sfm", "dense", "random"],
+    }
 
     def __init__(self, parser: ArgumentParser, sentinel: bool = False):
         self.n_views = 0
         self.split_protocol = "llff"
         self.train_views: list[str] = []
         self.random_init = 0
+        self.init = "auto"
         super().__init__(parser, "Sparse-view Parameters", sentinel)
+
+
+class SparseRegParams(ParamGroup):
+    """Sparse-view regularisation: DropGaussian and the sparse-view preset."""
+
+    _help = {
+        "drop_rate": "DropGaussian: probability of leaving each Gaussian out of a training "
+        "render, survivors' opacity scaled by 1/(1-p) (0: off; the paper uses 0.1)",
+        "drop_schedule": "constant: the rate at every step; linear: from 0 to --drop_rate "
+        "over the run",
+        "sparse_view": "the sparse-view preset for 3 to 12 views (docs/RESULTS.md, "
+        "'Sparse-view preset'): sets the flags listed in arguments.SPARSE_VIEW_PRESET that "
+        "the command line does not set itself",
+    }
+    _choices = {"drop_schedule": ["constant", "linear"]}
+
+    def __init__(self, parser: ArgumentParser, sentinel: bool = False):
+        self.drop_rate = 0.0
+        self.drop_schedule = "constant"
+        self.sparse_view = False
+        super().__init__(parser, "Sparse-view Regularisation Parameters", sentinel)
+
+
+# What --sparse_view sets (flag -> value), each only where the command line leaves it
+# unset. Chosen by measurement (docs/RESULTS.md, "Sparse-view preset"): means of 3 seeds
+# on LLFF fern and DTU scan24 at 3 views.
+SPARSE_VIEW_PRESET: dict[str, Any] = {
+    "init": "dense",
+    "drop_rate": 0.1,
+}
+
+
+def apply_sparse_view_preset(args: Namespace, argv: list[str]) -> list[str]:
+    """Fill ``args`` with SPARSE_VIEW_PRESET where ``args.sparse_view`` is on and ``argv``
+    does not give the flag itself; returns the flags it set, as ``--flag value`` strings."""
+    if not getattr(args, "sparse_view", False):
+        return []
+    given = {a.split("=", 1)[0] for a in argv if a.startswith("--")}
+    applied = []
+    for key, value in SPARSE_VIEW_PRESET.items():
+        if f"--{key}" not in given:
+            setattr(args, key, value)
+            applied.append(f"--{key} {value}")
+    return applied
 
 
 class BackendParams(ParamGroup):
@@ -454,9 +506,16 @@ class DensifyParams(ParamGroup):
 
 
 class DepthLossParams(ParamGroup):
-    """Depth supervision from the ``depth_pro/`` prior (monocular metric depth)."""
+    """Depth supervision from a depth prior: ``depth_pro/`` (monocular metric depth) or
+    ``depth_mvs/`` (multi-view stereo of the training views, python -m mvs; 0 = no depth)."""
 
     _help = {
+        "depth_source": "depth_pro: depth_pro/ (predepth.py); mvs: depth_mvs/ (python -m mvs, "
+        "semi-dense, made from the same training views)",
+        "lambda_depth_l1": "weight of the relative L1 depth loss mean(|d - d_prior| / d_prior) "
+        "over pixels with a prior (for metric priors such as depth_mvs/; 0: off)",
+        "depth_l1_from": "first iteration of the relative L1 depth loss",
+        "depth_l1_until": "last iteration (exclusive) of the relative L1 depth loss",
         "lambda_depth_ssi": "weight of the scale-and-shift-invariant depth loss (0: off)",
         "depth_ssi_from": "first iteration of the SSI depth loss",
         "depth_ssi_until": "last iteration (exclusive) of the SSI depth loss",
@@ -466,7 +525,13 @@ class DepthLossParams(ParamGroup):
         "depth_patch_size": "patch size (px) of the Pearson depth loss",
     }
 
+    _choices = {"depth_source": ["depth_pro", "mvs"]}
+
     def __init__(self, parser: ArgumentParser, sentinel: bool = False):
+        self.depth_source = "depth_pro"
+        self.lambda_depth_l1 = 0.0
+        self.depth_l1_from = 0
+        self.depth_l1_until = 30_000
         self.lambda_depth_ssi = 0.0
         self.depth_ssi_from = 0
         self.depth_ssi_until = 30_000

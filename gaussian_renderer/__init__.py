@@ -83,6 +83,7 @@ def render(
     absgrad: bool = False,
     depth: bool = True,
     fused: bool = True,
+    opacity_gain: torch.Tensor | None = None,  # [N] DropGaussian gains (training only)
 ) -> dict:
     """Render ``viewpoint_camera`` (a ``scene.cameras.Camera``). See the module docstring.
 
@@ -91,6 +92,7 @@ def render(
     ``fused``: on gsplat, run the render as one autograd node (gaussian_renderer/
     gsplat_fused.py; same kernels and results, less host time) where it applies: not with
     packed mode, ``override_color``, antialiasing or the PyTorch SH/covariance switches.
+    ``opacity_gain`` multiplies each Gaussian's opacity (DropGaussian, gaussian/dropout.py).
     """
     if getattr(pipe, "debug", False):
         _check_finite(pc)
@@ -114,10 +116,11 @@ def render(
         p = pc.params
         rgb, alpha, extra, means2d, radii = render_fused(
             p["means"], p["quats"], p["scales"], p["opacities"], p["sh0"], p["shN"], view,
-            features,
+            features, opacity_gain,
         )  # fmt: skip
         return _package(rgb, alpha, extra, n_feat, depth, means2d, radii, width, height)
     scales = pc.get_scaling if scaling_modifier == 1.0 else pc.get_scaling * scaling_modifier
+    opacities = pc.get_opacity if opacity_gain is None else pc.get_opacity * opacity_gain
     covars = None
     if getattr(pipe, "compute_cov3D_python", False):
         from utils.graphics_utils import covariance_from_scale_rot
@@ -137,7 +140,7 @@ def render(
         from gaussian_renderer.torch_backend import rasterize
 
         img, alpha, meta = rasterize(
-            pc.get_xyz, pc.params["quats"], scales, pc.get_opacity, colors,
+            pc.get_xyz, pc.params["quats"], scales, opacities, colors,
             viewpoint_camera.viewmat, viewpoint_camera.K, width, height, background=bg,
             render_depth=depth, antialiased=antialiased, covars=covars,
         )  # fmt: skip
@@ -146,8 +149,8 @@ def render(
         from gaussian_renderer.gsplat_backend import rasterize_gsplat
 
         img, alpha, means2d, radii = rasterize_gsplat(
-            viewpoint_camera, pc, pipe, bg_color, scales, covars, features, override_color,
-            packed=packed, absgrad=absgrad, antialiased=antialiased, depth=depth,
+            viewpoint_camera, pc, pipe, bg_color, scales, opacities, covars, features,
+            override_color, packed=packed, absgrad=absgrad, antialiased=antialiased, depth=depth,
         )  # fmt: skip
 
     img = img.permute(2, 0, 1)  # [D, H, W]

@@ -93,11 +93,12 @@ class GraphedStep:
     valid until the next step) and returns what the eager step gives the strategy: a
     render dict (``render``, ``viewspace_points`` with ``.grad`` (and ``.absgrad``),
     ``visibility_filter``, ``radii``, ``width``, ``height``), the loss and its terms.
-    Plain 3DGS only: the six core parameters, L1 + D-SSIM, no depth or feature channels.
+    Plain 3DGS only: the six core parameters, L1 + D-SSIM, no depth or feature channels;
+    with ``drop`` (gaussian/dropout.py), DropGaussian's opacity gains drawn in the graph.
     """
 
     def __init__(self, model: GaussianModel, background: torch.Tensor, lambda_dssim: float,
-                 absgrad: bool = False):  # fmt: skip
+                 absgrad: bool = False, drop=None):  # fmt: skip
         if set(model.params) != set(CORE_KEYS):
             raise ValueError(
                 f"CUDA-graph steps train exactly {CORE_KEYS}, not {list(model.params)}"
@@ -105,6 +106,7 @@ class GraphedStep:
         self.model = model
         self.lambda_dssim = float(lambda_dssim)
         self.absgrad = absgrad
+        self.drop = drop
         device = model.device
         self._pool = torch.cuda.graph_pool_handle()  # one pool: recaptures reuse memory
         self._stream = torch.cuda.Stream(device)
@@ -147,9 +149,13 @@ class GraphedStep:
 
         p = dict(zip(CORE_KEYS, params))
 
+        drop = self.drop
+
         def run():
+            # DropGaussian's mask is drawn inside the graph: a new one at every replay.
+            gain = None if drop is None else drop.gain(p["means"].shape[0])
             proj = project(p["means"], p["quats"], p["scales"], p["opacities"], p["sh0"],
-                           p["shN"], None, view)  # fmt: skip
+                           p["shN"], None, view, gain)  # fmt: skip
             return proj, proj.radii[0].amax(dim=-1)
 
         graph, (proj, radii) = self._capture(run)

@@ -56,6 +56,7 @@ def rasterize_gsplat(
     pipe,
     bg_color: torch.Tensor,  # [3]
     scales: torch.Tensor,  # [N, 3] activated, scaling modifier applied
+    opacities: torch.Tensor,  # [N] activated (DropGaussian gains applied)
     covars: torch.Tensor | None,  # [N, 3, 3] or None
     features: torch.Tensor | None,  # [N, C]
     override_color: torch.Tensor | None,  # [N, 3]
@@ -67,7 +68,7 @@ def rasterize_gsplat(
     """Returns image [H, W, 3 + C (+ 1 depth, last, when ``depth``)], alpha [H, W, 1],
     means2d [1, N, 2] (or [nnz, 2] packed), radii [N, 2]."""
     if packed or covars is not None:
-        return _rasterize_api(camera, pc, pipe, bg_color, scales, covars, features,
+        return _rasterize_api(camera, pc, pipe, bg_color, scales, opacities, covars, features,
                               override_color, packed, absgrad, antialiased, depth)  # fmt: skip
     from gsplat.cuda._wrapper import (
         fully_fused_projection,
@@ -77,7 +78,6 @@ def rasterize_gsplat(
     )
 
     width, height = camera.image_width, camera.image_height
-    opacities = pc.get_opacity
     # radii [1, N, 2] int, means2d [1, N, 2], depths [1, N], conics [1, N, 3]
     radii, means2d, depths, conics, comp = fully_fused_projection(
         pc.get_xyz, None, pc.params["quats"], scales, camera.viewmat[None], camera.K[None],
@@ -107,8 +107,8 @@ def rasterize_gsplat(
     return img[0], alpha[0], means2d, radii[0]
 
 
-def _rasterize_api(camera, pc, pipe, bg_color, scales, covars, features, override_color,
-                   packed, absgrad, antialiased, depth=True):  # fmt: skip
+def _rasterize_api(camera, pc, pipe, bg_color, scales, opacities, covars, features,
+                   override_color, packed, absgrad, antialiased, depth=True):  # fmt: skip
     """The same render through ``gsplat.rasterization`` (packed mode, explicit covariances)."""
     from gsplat import rasterization
 
@@ -121,7 +121,7 @@ def _rasterize_api(camera, pc, pipe, bg_color, scales, covars, features, overrid
         means=pc.get_xyz,
         quats=pc.params["quats"],
         scales=scales,
-        opacities=pc.get_opacity,
+        opacities=opacities,
         colors=colors,
         viewmats=camera.viewmat[None],
         Ks=camera.K[None],

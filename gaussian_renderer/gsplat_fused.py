@@ -94,12 +94,18 @@ class Projected:
     visible: torch.Tensor  # [N] bool
     backgrounds: torch.Tensor  # [padded]
     channels: int  # 3 + features + depth, before padding
+    # DropGaussian: per-Gaussian opacity gains [N] (``opacities`` = sigmoid x gain) and the
+    # plain sigmoid the backward needs; None without dropping.
+    gain: torch.Tensor | None = None
+    sigmoid: torch.Tensor | None = None
 
 
-def project(means, quats, log_scales, opacity_logits, sh0, shN, features,
-            view: SplatView) -> Projected:  # fmt: skip
+def project(means, quats, log_scales, opacity_logits, sh0, shN, features, view: SplatView,
+            opacity_gain: torch.Tensor | None = None) -> Projected:  # fmt: skip
     """Activations, projection, spherical harmonics and the colour table: every
-    per-Gaussian step before the tile intersection (fixed shapes: CUDA-graph friendly)."""
+    per-Gaussian step before the tile intersection (fixed shapes: CUDA-graph friendly).
+    ``opacity_gain`` [N] multiplies the opacities (DropGaussian, gaussian/dropout.py); a
+    Gaussian with gain 0 gets no screen radius, so it is culled like a transparent one."""
     C = _ext()
     n_feat = 0 if features is None else features.shape[-1]
     channels = 3 + n_feat + int(view.depth)
@@ -107,7 +113,8 @@ def project(means, quats, log_scales, opacity_logits, sh0, shN, features,
     scales = torch.exp(log_scales)
     if view.scale_modifier != 1.0:
         scales.mul_(view.scale_modifier)
-    opacities = torch.sigmoid(opacity_logits)
+    sigmoid = torch.sigmoid(opacity_logits)
+    opacities = sigmoid if opacity_gain is None else sigmoid * opacity_gain
     # radii [1, N, 2] int, means2d [1, N, 2], depths [1, N], conics [1, N, 3]
     radii, means2d, depths, conics, _ = C.projection_ewa_3dgs_fused_fwd(
         means, None, quats, scales, opacities, view.viewmat[None], view.K[None], view.width,
@@ -132,7 +139,7 @@ def project(means, quats, log_scales, opacity_logits, sh0, shN, features,
     if padded > 3:
         backgrounds = torch.cat([backgrounds, backgrounds.new_zeros(padded - 3)])
     return Projected(scales, opacities, coeffs, dirs, sh_rgb, colors, means2d, depths, conics,
-                     radii, visible, backgrounds, channels)  # fmt: skip
+                     radii, visible, backgrounds, channels, opacity_gain, sigmoid)  # fmt: skip
 
 
 def tile_grid(view: SplatView) -> tuple[int, int]:
@@ -226,7 +233,10 @@ def project_backward(means, quats, proj: Projected, v_means2d, v_conics, v_color
     )  # fmt: skip
     v_means = v_means.add_(v_dirs)
     v_log_scales = v_scales.mul_(proj.scales)  # d exp(s) m / ds = exp(s) m
-    v_logits = torch.ops.aten.sigmoid_backward(v_opacities, proj.opacities)
+    if proj.gain is None:
+        v_logits = torch.ops.aten.sigmoid_backward(v_opacities, proj.opacities)
+    else:  # opacity = sigmoid(logit) * gain
+        v_logits = torch.ops.aten.sigmoid_backward(v_opacities * proj.gain, proj.sigmoid)
     return v_means, v_quats, v_log_scales, v_logits, v_coeffs
 
 
@@ -248,8 +258,9 @@ def splat_backward(means, quats, proj: Projected, offsets, flatten_ids, alphas, 
 class _FusedSplat(torch.autograd.Function):
     @staticmethod
     def forward(ctx, means, quats, log_scales, opacity_logits, sh0, shN, features,
-                view: SplatView, means2d_out: list):  # fmt: skip
-        proj = project(means, quats, log_scales, opacity_logits, sh0, shN, features, view)
+                view: SplatView, means2d_out: list, opacity_gain):  # fmt: skip
+        proj = project(means, quats, log_scales, opacity_logits, sh0, shN, features, view,
+                       opacity_gain)  # fmt: skip
         offsets, flatten_ids = intersect(proj, view)
         image, alphas, last_ids = rasterize(proj.means2d, proj.conics, proj.colors,
                                             proj.opacities, proj.backgrounds, offsets,
@@ -286,7 +297,7 @@ class _FusedSplat(torch.autograd.Function):
         if n_feat and ctx.needs_input_grad[6]:
             v_features = v_colors[:, 3 : 3 + n_feat]
         return (v_means, v_quats, v_log_scales, v_logits, v_coeffs[:, :1], v_coeffs[:, 1:],
-                v_features, None, None)  # fmt: skip
+                v_features, None, None, None)  # fmt: skip
 
 
 def render_fused(
@@ -298,6 +309,7 @@ def render_fused(
     shN: torch.Tensor,  # [N, K - 1, 3]
     view: SplatView,
     features: torch.Tensor | None = None,  # [N, C] extra channels
+    opacity_gain: torch.Tensor | None = None,  # [N] DropGaussian gains (constant)
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Returns rgb [3, H, W] on the background, alpha [1, H, W], extra [C (+1 depth), H, W]
     (features, then the expected depth when ``view.depth``), means2d [1, N, 2] (with
@@ -305,7 +317,7 @@ def render_fused(
     screen radii [N] (0: culled). gsplat must be installed and the tensors on CUDA."""
     out: list[torch.Tensor] = []
     rgb, alpha, extra, radii = _FusedSplat.apply(
-        means, quats, log_scales, opacity_logits, sh0, shN, features, view, out
+        means, quats, log_scales, opacity_logits, sh0, shN, features, view, out, opacity_gain
     )
     means2d = out[0]
     if rgb.requires_grad:  # a graph was recorded: the backward will fill means2d.grad

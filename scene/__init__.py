@@ -79,6 +79,10 @@ class Scene:
 
     Initialisation points, first rule that applies:
 
+    ``--init dense`` takes ``colmap_<N>views/dense/points3D.ply`` (python -m mvs) and nothing
+    else; ``--init random`` is rule 1 (100,000 points unless ``--random_init`` says); ``--init
+    sfm`` skips rule 1. ``--init auto`` (default):
+
     1. ``--random_init N`` > 0: N points uniform in a volume holding the scene, random
        colours (``scene.points.random_init``: the IDR unit sphere; else the training
        cameras' frusta between known near/far bounds (LLFF) or between depths taken from
@@ -186,8 +190,15 @@ class Scene:
     def _init_points(self, sparse) -> tuple[BasicPointCloud, str]:
         info = self.scene_info
         n_random = int(getattr(sparse, "random_init", 0) or 0)
+        init = getattr(sparse, "init", "auto") or "auto"
         train = self.split["train"]
         scene_pts = info.point_cloud.points if info.point_cloud is not None else None
+        if init == "dense":
+            return self._dense_points(len(train))
+        if init == "random":
+            n_random = n_random or UPSTREAM_RANDOM_POINTS
+        elif init == "sfm":
+            n_random = 0
         if n_random > 0:
             pc, what = self._random(n_random, scene_pts)
             return pc, f"--random_init {n_random} in the {what}"
@@ -220,6 +231,30 @@ class Scene:
         )
         pc, what = self._random(UPSTREAM_RANDOM_POINTS, None)
         return pc, f"random points in the {what}"
+
+    def _dense_points(self, n_views: int) -> tuple[BasicPointCloud, str]:
+        """``--init dense``: the stereo cloud of the training views (python -m mvs)."""
+        from scene.readers.blender import read_ply_points
+
+        stage = f"colmap_{n_views}views"
+        path = os.path.join(self.source_path, stage, "dense", "points3D.ply")
+        protocol = self.split["protocol"]
+        if not self.sparse_mode or not os.path.isfile(path):
+            raise SceneError(
+                f"{path}: no dense cloud for --init dense; make it with: python -m mvs -s "
+                f"{self.source_path} --n_views {n_views} --split_protocol {protocol}"
+            )
+        meta = os.path.join(self.source_path, stage, "dense", "report.json")
+        if os.path.isfile(meta):
+            with open(meta) as f:
+                made_from = sorted(json.load(f).get("train", []))
+            if made_from and made_from != sorted(self.split["train"]):
+                raise SceneError(
+                    f"{meta}: the dense cloud was made from views {made_from}, not this "
+                    f"run's training views; remake it with python -m mvs -s {self.source_path} "
+                    f"--n_views {n_views} --split_protocol {protocol} --overwrite"
+                )
+        return read_ply_points(path), f"{path} (multi-view stereo of the training views)"
 
     def _random(self, n: int, scene_points: np.ndarray | None):
         return random_init(

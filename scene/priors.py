@@ -13,6 +13,8 @@ device:
 ``"roi_mask"``          float32 [1, H, W] {0, 1}  ``pure_masks/<name>`` (> 127), or
                                                   ``<stem>.png|.jpg|.jpeg``
 ``"depth"``             float32 [1, H, W] metres  ``depth_pro/<name>.npy`` or ``<stem>.npy``
+                        (kind "depth_mvs":        ``depth_mvs/<name>.npy``, scene units,
+                        same key)                 0 where the stereo has no depth
 =====================  ========================  =========================================
 
 A missing folder turns that prior off with one warning line, unless it is ``required``
@@ -35,12 +37,13 @@ from PIL import Image, UnidentifiedImageError
 from priors import PriorError
 from priors.masks import load_mask_set
 
-KINDS = ("masks", "roi", "depth")
-FOLDERS = {"masks": "masks", "roi": "pure_masks", "depth": "depth_pro"}
+KINDS = ("masks", "roi", "depth", "depth_mvs")
+FOLDERS = {"masks": "masks", "roi": "pure_masks", "depth": "depth_pro", "depth_mvs": "depth_mvs"}
 MAKERS = {
     "masks": "python extract_mask.py -s {scene}",
     "roi": "python extract_mask.py -s {scene} --mode roi --prompts <prompts.json>",
     "depth": "python predepth.py -s {scene}",
+    "depth_mvs": "python -m mvs -s {scene} --n_views <N> --split_protocol <protocol>",
 }
 # Relative tolerance on the aspect ratio of a prior versus its image (rounding of
 # downscaled copies stays far below it; a prior of another image does not).
@@ -56,6 +59,7 @@ def prior_candidates(kind: str, image_name: str) -> list[str]:
         "masks": [f"{stem}.npz", f"{base}.npz"],
         "roi": [base, f"{stem}.png", f"{stem}.jpg", f"{stem}.jpeg", f"{base}.png"],
         "depth": [f"{base}.npy", f"{stem}.npy"],
+        "depth_mvs": [f"{base}.npy", f"{stem}.npy"],
     }[kind]
     return [pre + n for n in names]
 
@@ -179,7 +183,7 @@ def attach_priors(
         cameras: objects with ``image_name``, ``image_width``, ``image_height``, ``device``
             and a ``priors`` dict (scene.cameras.Camera).
         source_path: the scene folder.
-        kinds: any of "masks", "roi", "depth".
+        kinds: any of "masks", "roi", "depth", "depth_mvs" (into ``priors["depth"]``).
         required: kinds whose missing folder is an error instead of a warning.
         verbose: print the warnings and the one-line report.
     """
@@ -219,8 +223,28 @@ def attach_priors(
                 report.mask_counts.append(len(masks))
             elif kind == "roi":
                 cam.priors["roi_mask"] = load_roi_prior(path, H, W).to(cam.device)
-            else:
+            else:  # depth_pro/ or depth_mvs/
                 cam.priors["depth"] = load_depth_prior(path, H, W).to(cam.device)
             report.found[kind] += 1
     say(report.line())
     return report
+
+
+def check_mvs_depth_split(source_path: str, train_names: list[str]) -> None:
+    """Stop unless ``depth_mvs/meta.json`` says the maps were made from exactly these
+    training views (stereo of another split would leak other views into training)."""
+    import json
+
+    path = os.path.join(source_path, FOLDERS["depth_mvs"], "meta.json")
+    make = MAKERS["depth_mvs"].format(scene=source_path)
+    try:
+        with open(path) as f:
+            made_from = sorted(json.load(f)["train"])
+    except (OSError, ValueError, KeyError) as e:
+        raise PriorError(f"{path}: cannot read which views made depth_mvs/ ({e}); {make}") from e
+    if made_from != sorted(train_names):
+        raise PriorError(
+            f"{path}: depth_mvs/ was made from the {len(made_from)} views {made_from[:4]}..., "
+            f"not this run's {len(train_names)} training views; remake it: "
+            + make.replace("<N>", str(len(train_names)))
+        )

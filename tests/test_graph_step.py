@@ -41,12 +41,12 @@ def make_camera(uid: int, distance: float, width=165, height=127) -> Camera:
                   width / 2, height / 2, width, height, image=image, device="cuda")  # fmt: skip
 
 
-def eager_step(model, camera, absgrad=False):
+def eager_step(model, camera, absgrad=False, opacity_gain=None):
     for p in model.params.values():
         p.grad = None
     bg = torch.tensor(BG, device="cuda")
     pkg = render(camera, model, SimpleNamespace(), bg, backend="gsplat", depth=False,
-                 absgrad=absgrad)  # fmt: skip
+                 absgrad=absgrad, opacity_gain=opacity_gain)  # fmt: skip
     pkg["viewspace_points"].retain_grad()
     loss, l1, dssim = l1_dssim_loss(pkg["render"], camera.original_image, LAMBDA)
     loss.backward()
@@ -59,6 +59,8 @@ def rel_err(a, b):
 
 def assert_same_step(model, stepper, camera, absgrad=False):
     pkg_g, loss_g, terms_g = stepper.step(camera)
+    # DropGaussian: the eager twin renders with the gains the graph drew for this step.
+    gain = None if stepper.drop is None else stepper._project.proj.gain.clone()
     got = {k: model.params[k].grad.clone() for k in CORE_KEYS}
     got["means2d"] = pkg_g["viewspace_points"].grad.clone()
     if absgrad:
@@ -67,7 +69,7 @@ def assert_same_step(model, stepper, camera, absgrad=False):
         "visibility_filter"].clone()  # fmt: skip
     values_g = [float(loss_g), *(float(v) for v in terms_g.values())]
 
-    pkg_e, loss_e, terms_e = eager_step(model, camera, absgrad)
+    pkg_e, loss_e, terms_e = eager_step(model, camera, absgrad, gain)
     assert torch.equal(radii_g, pkg_e["radii"])
     assert torch.equal(vis_g, pkg_e["visibility_filter"])
     assert (render_g - pkg_e["render"]).abs().max() < 1e-6
@@ -147,3 +149,21 @@ def test_graphed_training_run(tmp_path, capsys):
     assert graphed["graph_captures_project"] >= 14
     assert "graph_captures_project" not in eager
     assert abs(graphed["num_gaussians"] - eager["num_gaussians"]) < 0.1 * eager["num_gaussians"]
+
+
+def test_graphed_step_with_dropgaussian_matches_eager():
+    from gaussian.dropout import DropGaussian
+
+    model = make_model(seed=2)
+    drop = DropGaussian(0.3, "cuda")
+    stepper = graph_step.GraphedStep(model, torch.tensor(BG, device="cuda"), LAMBDA, drop=drop)
+    cameras = [make_camera(i, 3.0 + 0.3 * i) for i in range(3)]
+    masks = []
+    for camera in cameras + cameras[:1]:
+        assert_same_step(model, stepper, camera)
+        masks.append(stepper._project.proj.gain > 0)
+    assert stepper.captures == {"project": 1, "raster": 1}
+    # Every replay draws a new mask, dropping about 30% of the Gaussians.
+    assert not torch.equal(masks[0], masks[1])
+    dropped = 1.0 - torch.stack(masks).float().mean().item()
+    assert abs(dropped - 0.3) < 0.02, dropped

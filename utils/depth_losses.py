@@ -1,4 +1,5 @@
-"""Depth supervision from a monocular depth prior (``depth_pro/``).
+"""Depth supervision from a depth prior: monocular (``depth_pro/``) or multi-view stereo
+(``depth_mvs/``).
 
 Monocular depth is right up to an unknown scale and shift relative to the scene's units
 (Depth Pro is metric, the scene's SfM frame is not), so both losses ignore them:
@@ -11,6 +12,12 @@ Monocular depth is right up to an unknown scale and shift relative to the scene'
   ``patch``×``patch`` tiles and take 1 - mean Pearson correlation over the tiles, which
   only asks for the local shape to agree (correlation is invariant to a per-tile scale and
   shift).
+
+A prior already in the scene's units (the stereo depth of ``python -m mvs``, computed with
+the training cameras) needs no such freedom:
+
+- ``relative_l1_depth_loss``: mean |rendered - prior| / prior, the error relative to the
+  prior's depth, so that near and far pixels weigh alike and the loss has no units.
 
 Valid pixels: the prior is finite and > 0 (and inside ``mask`` when given).
 """
@@ -51,6 +58,18 @@ def ssi_depth_loss(
     residual = ((s * rendered + t - p).abs() * w).sum() / n_safe
     enough = (n >= min_pixels).to(rendered.dtype)
     return enough * residual / p_mean.clamp_min(1e-8)
+
+
+def relative_l1_depth_loss(
+    rendered: torch.Tensor,  # [1, H, W] rendered depth
+    prior: torch.Tensor,  # [1, H, W] prior depth in the scene's units (0: none)
+    mask: torch.Tensor | None = None,  # [1, H, W], optional restriction
+) -> torch.Tensor:
+    """Mean |rendered - prior| / prior over the valid pixels (0 when there are none), with
+    masked sums: no wait for the device."""
+    w = _valid(prior, mask).to(rendered.dtype)
+    safe = torch.where(w > 0, prior, torch.ones_like(prior))
+    return ((rendered - safe).abs() / safe * w).sum() / w.sum().clamp_min(1.0)
 
 
 def pearson_patch_loss(

@@ -8,8 +8,9 @@
   sum w|pred - gt| / sum w (utils/roi.py ``weighted_l1``); SSIM stays unweighted, as in
   roigs;
 - ``terms``: extra named terms with their weights: ``lpdr`` (utils/lpdr.py), ``depth_ssi``
-  and ``depth_pearson`` (utils/depth_losses.py, each inside its iteration window, only for
-  views with a depth prior, over the pixels whose rendered alpha exceeds 0.5).
+  ``depth_pearson`` and ``depth_l1`` (utils/depth_losses.py, each inside its iteration
+  window, only for views with a depth prior, over the pixels whose rendered alpha exceeds
+  0.5 and whose prior is positive).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from utils.depth_losses import pearson_patch_loss, ssi_depth_loss
+from utils.depth_losses import pearson_patch_loss, relative_l1_depth_loss, ssi_depth_loss
 from utils.lpdr import lpdr_coefficients, lpdr_loss
 
 
@@ -36,6 +37,8 @@ class ExtraLosses:
     lambda_depth_pearson: float = 0.0
     depth_pearson_window: tuple[int, int] = (0, 0)
     depth_patch_size: int = 16
+    lambda_depth_l1: float = 0.0
+    depth_l1_window: tuple[int, int] = (0, 0)
 
     # LPDR coefficients (band weights) of each view's ground truth, which never changes:
     # image name -> [levels + 1].
@@ -54,7 +57,9 @@ class ExtraLosses:
     @property
     def reads_rendered_depth(self) -> bool:
         """Whether some term needs the rendered depth (``render(..., depth=True)``)."""
-        return self.lambda_depth_ssi > 0 or self.lambda_depth_pearson > 0
+        return (
+            self.lambda_depth_ssi > 0 or self.lambda_depth_pearson > 0 or (self.lambda_depth_l1 > 0)
+        )
 
     def l1_weight(self, camera, iteration: int) -> torch.Tensor | None:
         """The ROI weight map of L1 at ``iteration`` ([1 or 3, H, W]), None for plain L1."""
@@ -88,6 +93,12 @@ class ExtraLosses:
             if self.lambda_depth_pearson > 0 and lo <= iteration < hi:
                 value = pearson_patch_loss(depth, prior, self.depth_patch_size, covered)
                 out["depth_pearson"] = (self.lambda_depth_pearson, value)
+            lo, hi = self.depth_l1_window
+            if self.lambda_depth_l1 > 0 and lo <= iteration < hi:
+                out["depth_l1"] = (
+                    self.lambda_depth_l1,
+                    relative_l1_depth_loss(depth, prior, covered),
+                )
         return out
 
 
@@ -97,7 +108,8 @@ def build_extra_losses(roi=None, depth=None) -> ExtraLosses | None:
     lambda_lpdr = roi.lambda_lpdr if roi is not None and roi.use_lpdr else 0.0
     ssi = depth.lambda_depth_ssi if depth is not None else 0.0
     pearson = depth.lambda_depth_pearson if depth is not None else 0.0
-    if not use_mask and lambda_lpdr <= 0 and ssi <= 0 and pearson <= 0:
+    depth_l1 = getattr(depth, "lambda_depth_l1", 0.0) if depth is not None else 0.0
+    if not use_mask and lambda_lpdr <= 0 and max(ssi, pearson, depth_l1) <= 0:
         return None
     kw = {}
     if roi is not None:
@@ -113,11 +125,16 @@ def build_extra_losses(roi=None, depth=None) -> ExtraLosses | None:
             depth_ssi_window=(depth.depth_ssi_from, depth.depth_ssi_until),
             depth_pearson_window=(depth.depth_pearson_from, depth.depth_pearson_until),
             depth_patch_size=depth.depth_patch_size,
+            depth_l1_window=(
+                getattr(depth, "depth_l1_from", 0),
+                getattr(depth, "depth_l1_until", 0),
+            ),
         )
     return ExtraLosses(
         roi_focus_after=roi.roi_loss_focus_after if use_mask else None,
         lambda_lpdr=max(lambda_lpdr, 0.0),
         lambda_depth_ssi=max(ssi, 0.0),
         lambda_depth_pearson=max(pearson, 0.0),
+        lambda_depth_l1=max(depth_l1, 0.0),
         **kw,
     )

@@ -218,24 +218,35 @@ def attach_training_priors(
     the ROI. Does nothing, and returns None, when no such flag is on.
 
     ``--use_mask`` requires ``pure_masks/`` and uses ``depth_pro/`` when present (else the
-    ROI is the mask, with a notice); a depth loss requires ``depth_pro/``. A required
+    ROI is the mask, with a notice); a depth loss requires ``depth_pro/``, or with
+    ``--depth_source mvs`` ``depth_mvs/`` made from these training views. A required
     folder that is missing stops with the command that makes it (scene/priors.py).
     """
     use_mask = bool(roi is not None and roi.use_mask)
     depth_loss = bool(
-        depth is not None and (depth.lambda_depth_ssi > 0 or depth.lambda_depth_pearson > 0)
-    )
+        depth is not None
+        and max(depth.lambda_depth_ssi, depth.lambda_depth_pearson,
+                getattr(depth, "lambda_depth_l1", 0.0)) > 0
+    )  # fmt: skip
+    mvs = getattr(depth, "depth_source", "depth_pro") == "mvs"
     kinds, required = [], []
     if use_mask:
         kinds += ["roi", "depth"]
         required.append("roi")
     if depth_loss:
-        kinds.append("depth")
-        required.append("depth")
+        kind = "depth_mvs" if mvs else "depth"
+        if use_mask and mvs:  # the ROI's depth test and the loss would read one slot
+            from scene.errors import SceneError
+
+            raise SceneError("--use_mask reads depth_pro/: drop --depth_source mvs or --use_mask")
+        kinds.append(kind)
+        required.append(kind)
     if not kinds:
         return None
-    from scene.priors import attach_priors  # the prior loader (issue 4)
+    from scene.priors import attach_priors, check_mvs_depth_split  # the prior loader
 
+    if depth_loss and mvs:
+        check_mvs_depth_split(source_path, [c.image_name for c in cameras])
     attach_priors(cameras, source_path, list(dict.fromkeys(kinds)), required, verbose=verbose)
     if not use_mask:
         return None
