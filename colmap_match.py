@@ -3,6 +3,7 @@
     python colmap_match.py -s <scene>                       # full SfM when sparse/0 is missing
     python colmap_match.py -s <scene> --n_views 3 --split_protocol llff
     python colmap_match.py -s <scene> --n_views 12 --split_protocol custom --register spars3r
+    python colmap_match.py -s <scene> --n_views 3 --split_protocol llff --dense   # + python -m mvs
 
 Everything runs in process through pycolmap (CPU SIFT unless a CUDA build is installed). See
 sfm/pipeline.py for what each step writes, and docs/ARCHITECTURE.md for the folder layout.
@@ -52,6 +53,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         lines = run_colmap_stage(req, settings)
+        if col.dense:
+            if not (sparse.n_views or sparse.train_views):
+                raise SceneError("--dense needs the training views: give --n_views N")
+            print("\n".join(lines))
+            from mvs.stage import MVSRequest, run_mvs_stage
+
+            dense = MVSRequest(
+                scene_dir=model.source_path,
+                n_views=sparse.n_views,
+                split_protocol=sparse.split_protocol,
+                train_views=list(sparse.train_views),
+                images=model.images,
+                resolution=model.resolution,
+                overwrite=col.overwrite,
+            )
+            lines = run_mvs_stage(dense).lines
     except SceneError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -194,12 +194,20 @@ class SparseRegParams(ParamGroup):
         super().__init__(parser, "Sparse-view Regularisation Parameters", sentinel)
 
 
-# What --sparse_view sets (flag -> value), each only where the command line leaves it
-# unset. Chosen by measurement (docs/RESULTS.md, "Sparse-view preset"): means of 3 seeds
-# on LLFF fern and DTU scan24 at 3 views.
+# What --sparse_view sets (flag -> value, or a function of the parsed arguments), each only
+# where the command line leaves it unset. The optimisation settings are those of the
+# sparse-view 3DGS codes (FSGS, CoR-GS, DropGaussian: the position learning rate decays over
+# the run's own length, densification runs to its end at a 2.5x higher gradient threshold,
+# opacity learns 2x faster); DropGaussian's rate rises linearly to 0.2 as in its release.
+# Measured against each part alone in docs/RESULTS.md ("Sparse-view quality").
 SPARSE_VIEW_PRESET: dict[str, Any] = {
     "init": "dense",
-    "drop_rate": 0.1,
+    "position_lr_max_steps": lambda args: args.iterations,
+    "densify_until_iter": lambda args: args.iterations,
+    "densify_grad_threshold": 0.0005,
+    "opacity_lr": 0.05,
+    "drop_rate": 0.2,
+    "drop_schedule": "linear",
 }
 
 
@@ -212,6 +220,7 @@ def apply_sparse_view_preset(args: Namespace, argv: list[str]) -> list[str]:
     applied = []
     for key, value in SPARSE_VIEW_PRESET.items():
         if f"--{key}" not in given:
+            value = value(args) if callable(value) else value
             setattr(args, key, value)
             applied.append(f"--{key} {value}")
     return applied
@@ -317,6 +326,8 @@ class ColmapParams(ParamGroup):
         "seed": "RANSAC and mapper random seed",
         "overwrite": "replace an existing colmap_<N>views/ (or distorted/) folder",
         "verbose": "show COLMAP's own log",
+        "dense": "after the train-only stage, run the dense MVS stage (python -m mvs) with "
+        "its default settings",
     }
     _choices = {
         "matcher": ["exhaustive", "sequential"],
@@ -338,6 +349,7 @@ class ColmapParams(ParamGroup):
         self.seed = 0
         self.overwrite = False
         self.verbose = False
+        self.dense = False
         super().__init__(parser, "COLMAP Parameters")
 
 

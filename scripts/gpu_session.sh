@@ -18,6 +18,9 @@
 #   startup  import times of train.py and gsplat, CUDA context creation
 #   demo     scripts/demo.py --backend gsplat, timed
 #   roi      scripts/run_maryrose_roi.py (issue 5 acceptance; data in $SEGSPLAT_DATA)
+#   sparse   bench/sparse_quality.py on data_local (fern, dtu_scan24; SPARSE_ARGS: more flags,
+#            e.g. --jobs 4 --seeds 0): table to $OUT/RESULTS_sparse.md, numbers to
+#            $OUT/sparse_quality.json, models in output/sparse_quality
 #   cache    save the compiled CUDA extensions to $OUT (copy into .gpu/ext_cache/)
 # Data: data_local/{lego,fern,nerd_maryrose} carried with the run (see docs/RESULTS.md).
 set -uo pipefail
@@ -63,6 +66,8 @@ for step in "$@"; do
 print(f'import torch + CUDA context: {time.time() - t:.2f} s')" ;;
     demo) python3 scripts/demo.py --backend gsplat -o "$OUT/demo_run" ;;
     roi) python3 scripts/run_maryrose_roi.py --results "$OUT/RESULTS_roi.md" ${ROI_ARGS:-} ;;
+    sparse) python3 bench/sparse_quality.py --data data_local --results "$OUT/RESULTS_sparse.md" \
+      --json "$OUT/sparse_quality.json" ${SPARSE_ARGS:-} ;;
     cache) GPU_CACHE_MODE=save OUTDIR=$OUT . scripts/gpu_cache.sh ;;
     *) echo "unknown step $step" ;;
   esac > "$OUT/$step.log" 2>&1

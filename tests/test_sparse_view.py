@@ -197,12 +197,13 @@ def test_depth_l1_on_mvs_depth_trains(tiny_scene, tmp_path):
 
 
 def test_sparse_view_preset_fills_only_unset_flags():
-    args = Namespace(sparse_view=True, init="auto", drop_rate=0.0)
+    args = Namespace(sparse_view=True, init="auto", drop_rate=0.0, iterations=1234)
     applied = apply_sparse_view_preset(args, ["--sparse_view", "--drop_rate=0.2"])
     assert "--drop_rate" not in " ".join(applied)
     for key, value in SPARSE_VIEW_PRESET.items():
         if key != "drop_rate":
-            assert getattr(args, key) == value
+            assert getattr(args, key) == (value(args) if callable(value) else value)
+    assert args.position_lr_max_steps == 1234
     assert args.drop_rate == 0.0  # the parsed value stays (argv gave it)
     off = Namespace(sparse_view=False, init="auto")
     assert apply_sparse_view_preset(off, []) == [] and off.init == "auto"
