@@ -13,7 +13,8 @@ Scenes are prepared folders under --data (scripts/prepare_*.py, then colmap_matc
   dense           --init dense                    colmap_<N>views/dense/points3D.ply
   dense_depth     --init dense --depth_source mvs --lambda_depth_l1 0.1
   dense_drop      --init dense --drop_rate 0.2 --drop_schedule linear   DropGaussian as released
-  dense_sched     --init dense + the preset's optimisation settings (arguments.SPARSE_VIEW_PRESET)
+  dense_sched     --init dense + FSGS/DropGaussian's optimisation settings (lr decay over 10k,
+                  densification to 10k at grad 0.0005, opacity lr 0.05)
   preset          --sparse_view
 Each (scene, variant, seed) is train.py -s <scene> -m <out>/<scene>/<variant>/s<seed> --eval
 --n_views N --split_protocol P --iterations I --test_iterations I --save_iterations I
@@ -62,8 +63,9 @@ DEFAULT_VARIANTS = [
     "dense=--init,dense",
     "dense_depth=--init,dense,--depth_source,mvs,--lambda_depth_l1,0.1",
     "dense_drop=--init,dense,--drop_rate,0.2,--drop_schedule,linear",
-    # --sparse_view without DropGaussian: init and optimisation settings alone
-    "dense_sched=--sparse_view,--drop_rate,0",
+    # the sparse-view optimisation settings of FSGS / DropGaussian's release
+    "dense_sched=--init,dense,--position_lr_max_steps,10000,--densify_until_iter,10000,"
+    "--densify_grad_threshold,0.0005,--opacity_lr,0.05",
     "preset=--sparse_view",
 ]
 NAMED_FLAGS = dict(parse_variant(v) for v in DEFAULT_VARIANTS)  # name -> flags
