@@ -66,7 +66,7 @@ DEFAULT_VARIANTS = [
     # the sparse-view optimisation settings of FSGS / DropGaussian's release
     "dense_sched=--init,dense,--position_lr_max_steps,10000,--densify_until_iter,10000,"
     "--densify_grad_threshold,0.0005,--opacity_lr,0.05",
-    "preset=--sparse_view",
+    "preset=--sparse_view",  # arguments.SPARSE_VIEW_PRESET
 ]
 NAMED_FLAGS = dict(parse_variant(v) for v in DEFAULT_VARIANTS)  # name -> flags
 

@@ -196,13 +196,20 @@ def test_depth_l1_on_mvs_depth_trains(tiny_scene, tmp_path):
 # ----------------------------------------------------------------------------- preset
 
 
-def test_sparse_view_preset_fills_only_unset_flags():
-    args = Namespace(sparse_view=True, init="auto", drop_rate=0.0, iterations=1234)
-    applied = apply_sparse_view_preset(args, ["--sparse_view", "--drop_rate=0.2"])
-    assert "--drop_rate" not in " ".join(applied)
-    for key, value in SPARSE_VIEW_PRESET.items():
-        if key != "drop_rate":
-            assert getattr(args, key) == (value(args) if callable(value) else value)
-    assert args.drop_rate == 0.0  # the parsed value stays (argv gave it)
+def test_sparse_view_preset_fills_only_unset_flags(monkeypatch):
+    import arguments
+
+    args = Namespace(sparse_view=True, init="auto", iterations=1234)
+    assert apply_sparse_view_preset(args, ["--sparse_view"]) == ["--init dense"]
+    assert args.init == SPARSE_VIEW_PRESET["init"] == "dense"
+    given = Namespace(sparse_view=True, init="sfm", iterations=1234)
+    assert apply_sparse_view_preset(given, ["--sparse_view", "--init=sfm"]) == []
+    assert given.init == "sfm"  # the command line wins
+    # Values may be functions of the parsed arguments (e.g. a schedule over --iterations).
+    monkeypatch.setitem(arguments.SPARSE_VIEW_PRESET, "position_lr_max_steps",
+                        lambda a: a.iterations)  # fmt: skip
+    args = Namespace(sparse_view=True, init="auto", iterations=1234)
+    apply_sparse_view_preset(args, [])
+    assert args.position_lr_max_steps == 1234
     off = Namespace(sparse_view=False, init="auto")
     assert apply_sparse_view_preset(off, []) == [] and off.init == "auto"
