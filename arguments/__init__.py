@@ -156,12 +156,14 @@ class SparseViewParams(ParamGroup):
         "of the scene's points (0: off)",
         "init": "initial points: auto (--random_init when set, else the train-only SfM points "
         "or the scene's); sfm (the SfM points, --random_init ignored); dense (the multi-view "
-        "stereo cloud colmap_<N>views/dense/points3D.ply of python -m mvs); random "
+        "stereo cloud colmap_<N>views/dense/points3D.ply of python -m mvs); aligned (SfM "
+        "points and the dense prior aligned to them, alignment/points3D.ply of python -m "
+        "alignment); random "
         "(--random_init N points, 100000 when unset)",
     }
     _choices = {
         "split_protocol": ["llff", "dtu", "mip360", "custom"],
-        "init": ["auto", "sfm", "dense", "random"],
+        "init": ["auto", "sfm", "dense", "aligned", "random"],
     }
 
     def __init__(self, parser: ArgumentParser, sentinel: bool = False):

@@ -80,8 +80,9 @@ class Scene:
     Initialisation points, first rule that applies:
 
     ``--init dense`` takes ``colmap_<N>views/dense/points3D.ply`` (python -m mvs) and nothing
-    else; ``--init random`` is rule 1 (100,000 points unless ``--random_init`` says); ``--init
-    sfm`` skips rule 1. ``--init auto`` (default):
+    else, ``--init aligned`` ``alignment/points3D.ply`` (python -m alignment); ``--init
+    random`` is rule 1 (100,000 points unless ``--random_init`` says); ``--init sfm`` skips
+    rule 1. ``--init auto`` (default):
 
     1. ``--random_init N`` > 0: N points uniform in a volume holding the scene, random
        colours (``scene.points.random_init``: the IDR unit sphere; else the training
@@ -193,8 +194,8 @@ class Scene:
         init = getattr(sparse, "init", "auto") or "auto"
         train = self.split["train"]
         scene_pts = info.point_cloud.points if info.point_cloud is not None else None
-        if init == "dense":
-            return self._dense_points(len(train))
+        if init in ("dense", "aligned"):
+            return self._prior_points(init, len(train))
         if init == "random":
             n_random = n_random or UPSTREAM_RANDOM_POINTS
         elif init == "sfm":
@@ -232,29 +233,36 @@ class Scene:
         pc, what = self._random(UPSTREAM_RANDOM_POINTS, None)
         return pc, f"random points in the {what}"
 
-    def _dense_points(self, n_views: int) -> tuple[BasicPointCloud, str]:
-        """``--init dense``: the stereo cloud of the training views (python -m mvs)."""
+    def _prior_points(self, init: str, n_views: int) -> tuple[BasicPointCloud, str]:
+        """``--init dense``: the stereo cloud of the training views (python -m mvs);
+        ``--init aligned``: SfM points plus the dense prior aligned to them (python -m
+        alignment). Either must have been made from this run's training views."""
         from scene.readers.blender import read_ply_points
 
-        stage = f"colmap_{n_views}views"
-        path = os.path.join(self.source_path, stage, "dense", "points3D.ply")
         protocol = self.split["protocol"]
+        if init == "dense":
+            folder = os.path.join(self.source_path, f"colmap_{n_views}views", "dense")
+            make = (f"python -m mvs -s {self.source_path} --n_views {n_views} "
+                    f"--split_protocol {protocol}")  # fmt: skip
+            what = "multi-view stereo of the training views"
+        else:
+            folder = os.path.join(self.source_path, "alignment")
+            make = (f"python -m alignment -s {self.source_path} --n_views {n_views} "
+                    f"--split_protocol {protocol} --prior <depth_pro|mvs|pointmap>")  # fmt: skip
+            what = "SfM points and the aligned dense prior"
+        path = os.path.join(folder, "points3D.ply")
         if not self.sparse_mode or not os.path.isfile(path):
-            raise SceneError(
-                f"{path}: no dense cloud for --init dense; make it with: python -m mvs -s "
-                f"{self.source_path} --n_views {n_views} --split_protocol {protocol}"
-            )
-        meta = os.path.join(self.source_path, stage, "dense", "report.json")
-        if os.path.isfile(meta):
-            with open(meta) as f:
+            raise SceneError(f"{path}: no point cloud for --init {init}; make it with: {make}")
+        report = os.path.join(folder, "report.json")
+        if os.path.isfile(report):
+            with open(report) as f:
                 made_from = sorted(json.load(f).get("train", []))
             if made_from and made_from != sorted(self.split["train"]):
                 raise SceneError(
-                    f"{meta}: the dense cloud was made from views {made_from}, not this "
-                    f"run's training views; remake it with python -m mvs -s {self.source_path} "
-                    f"--n_views {n_views} --split_protocol {protocol} --overwrite"
+                    f"{report}: {path} was made from views {made_from}, not this run's "
+                    f"training views; remake it with: {make} --overwrite"
                 )
-        return read_ply_points(path), f"{path} (multi-view stereo of the training views)"
+        return read_ply_points(path), f"{path} ({what})"
 
     def _random(self, n: int, scene_points: np.ndarray | None):
         return random_init(

@@ -213,3 +213,11 @@ def test_sparse_view_preset_fills_only_unset_flags(monkeypatch):
     assert args.position_lr_max_steps == 1234
     off = Namespace(sparse_view=False, init="auto")
     assert apply_sparse_view_preset(off, []) == [] and off.init == "auto"
+
+
+def test_init_aligned_names_the_alignment_command(tiny_scene, tmp_path, capsys):
+    model = str(tmp_path / "aligned")
+    assert train_script.main(common(tiny_scene, model) + ["--init", "aligned"]) == 1
+    err = capsys.readouterr().err
+    assert "python -m alignment -s" in err and err.count("\n") == 1
+    assert not os.path.exists(model)
