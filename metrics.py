@@ -16,9 +16,11 @@ only), ``SSIM_masked`` and ``LPIPS_masked`` (both images composited onto white,
 ``x*m + (1-m)``).
 
 LPIPS needs ImageNet and LPIPS weights (see ``utils/lpips/weights.py``); without them one
-line says which files are missing and the LPIPS keys are left out. LPIPS is never computed
-from random weights. By default images in [0, 1] are mapped to [-1, 1] (standard LPIPS);
-``--lpips_3dgs_inputs`` feeds [0, 1] as the original 3DGS script did.
+line says which files are missing and where to put them, and the LPIPS keys are left out.
+Missing files are downloaded only when their host answers within 2 s, so on a machine
+without network ``--lpips_no_download`` is automatic and costs at most those 2 s. LPIPS is
+never computed from random weights. By default images in [0, 1] are mapped to [-1, 1]
+(standard LPIPS); ``--lpips_3dgs_inputs`` feeds [0, 1] as the original 3DGS script did.
 """
 
 from __future__ import annotations

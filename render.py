@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
-from argparse import ArgumentParser
+from argparse import ArgumentParser, Namespace
 
 import numpy as np
 import torch
@@ -42,17 +42,39 @@ def search_for_max_iteration(folder: str) -> int:
     return max(iters)
 
 
+def check_model_args(args: Namespace) -> None:
+    """One-line ``SceneError`` when ``-m`` is not a model folder train.py wrote: no folder,
+    or no cfg_args (which names the scene) and no ``-s`` either. A missing point_cloud/ is
+    ``load_model``'s to report."""
+    model_path = getattr(args, "model_path", None)
+    if not model_path:
+        raise SceneError("no model folder given: pass -m <model>, a folder written by train.py")
+    if not os.path.isdir(model_path):
+        raise SceneError(f"{model_path} not found: -m takes a model folder written by train.py")
+    if not getattr(args, "source_path", None):
+        raise SceneError(
+            f"{os.path.join(model_path, 'cfg_args')} not found: {model_path} is not a model "
+            "folder written by train.py (or pass the scene with -s)"
+        )
+
+
 def load_model(model_path: str, iteration: int, device: torch.device) -> tuple[GaussianModel, int]:
     folder = os.path.join(model_path, "point_cloud")
     if not os.path.isdir(folder):
-        raise SceneError(f"{folder} not found: is {model_path} a trained model folder?")
+        raise SceneError(
+            f"{folder} not found: {model_path} holds no trained Gaussians (train.py writes "
+            "them at --save_iterations, at its end and when stopped)"
+        )
     if iteration == -1:
         iteration = search_for_max_iteration(folder)
     path = os.path.join(folder, f"iteration_{iteration}", "point_cloud.ply")
     if not os.path.isfile(path):
         raise SceneError(f"{path} not found; pick an existing --iteration")
     print(f"Loading trained model at iteration {iteration}")
-    return load_ply(path, device), iteration
+    try:
+        return load_ply(path, device), iteration
+    except ValueError as exc:  # load_ply's one line names the file
+        raise SceneError(f"{exc}; train again or pick another --iteration") from exc
 
 
 def render_set(model_path, name, iteration, views, gaussians, pipeline, background, backend):
@@ -126,9 +148,15 @@ def main(argv: list[str] | None = None) -> int:
     video.add_argument("--video", action="store_true", help="render a smooth path video")
     video.add_argument("--video_frames", type=int, default=120)
     video.add_argument("--fps", type=int, default=30)
-    args = get_combined_args(parser, argv)
-    print("Rendering " + args.model_path)
     try:
+        args = get_combined_args(parser, argv)
+    except (SyntaxError, ValueError) as exc:  # an unreadable cfg_args
+        cfg = os.path.join(parser.parse_args(argv).model_path or "", "cfg_args")
+        print(f"error: cannot read {cfg} ({exc}); train the model again", file=sys.stderr)
+        return 1
+    try:
+        check_model_args(args)
+        print("Rendering " + args.model_path)
         device = pick_device("cuda")
         backend = resolve_backend(getattr(args, "backend", None) or "auto", device)
         dataset, sp = model.extract(args), sparse.extract(args)

@@ -4,6 +4,13 @@
 
 Outputs (same as 3DGS): <model>/cfg_args, cameras.json, input.ply, split.json,
 point_cloud/iteration_N/point_cloud.ply, chkpnt<N>.pth (when asked), TensorBoard events.
+
+Nothing is lost when a run stops early (utils/training_guard.py): after Ctrl-C or SIGTERM
+the loop ends at the next iteration boundary and saves point_cloud/iteration_<N>/ and
+chkpnt<N>.pth; a NaN or infinite loss term or parameter, found at the once-per-log-interval
+read-back, stops the run and saves the last state that passed that check. Either way one
+line gives the command that resumes the run with ``--start_checkpoint``, and the exit
+status is non-zero (130 after SIGINT, 143 after SIGTERM, 1 after divergence).
 """
 
 from __future__ import annotations
@@ -57,6 +64,14 @@ from utils.general_utils import pick_device, seed_everything
 from utils.image_utils import psnr
 from utils.loss_utils import fast_ssim, l1_dssim_loss, l1_loss, load_fused_ssim, ssim
 from utils.roi import attach_training_priors, weighted_l1
+from utils.training_guard import (
+    LastGoodState,
+    StopSignals,
+    TrainingStopped,
+    first_nonfinite,
+    param_norms,
+    resume_command,
+)
 
 TIMELINE_EVERY = 500  # iterations between the timeline entries of training_summary.json
 
@@ -220,6 +235,29 @@ def build_graphed_step(speed, backend: str, pipe, opt, extra_losses, ssim_fn, op
     return GraphedStep(gaussians, background, opt.lambda_dssim, absgrad, drop)
 
 
+# ----------------------------------------------------------------------------- saving
+
+
+def save_checkpoint(model_path: str, gaussians: GaussianModel, optimizer_state: dict,
+                    state: dict, iteration: int) -> str:  # fmt: skip
+    """<model>/chkpnt<iteration>.pth, the tuple ``--start_checkpoint`` reads: ``({"model",
+    "optimizer", "state"}, iteration)``; written under a temporary name, then renamed."""
+    path = os.path.join(model_path, f"chkpnt{iteration}.pth")
+    payload = {"model": gaussians.capture(), "optimizer": optimizer_state, "state": state}
+    torch.save((payload, iteration), path + ".tmp")
+    os.replace(path + ".tmp", path)
+    return path
+
+
+def save_stopped_run(model_path: str, gaussians: GaussianModel, optimizer_state: dict,
+                     state: dict, iteration: int) -> tuple[str, str]:  # fmt: skip
+    """The Gaussians (point_cloud/iteration_<N>/, as at --save_iterations) and a checkpoint
+    of a run that stops early; returns both paths."""
+    ply = os.path.join(model_path, f"point_cloud/iteration_{iteration}/point_cloud.ply")
+    save_ply(gaussians, ply)
+    return ply, save_checkpoint(model_path, gaussians, optimizer_state, state, iteration)
+
+
 # ----------------------------------------------------------------------------- loop
 
 
@@ -311,10 +349,16 @@ def training(
                                  strategy, step_schedule, gaussians, background,
                                  drop)  # fmt: skip
     progress = tqdm(range(first_iter, opt.iterations), desc="Training progress")
+    # The state each finiteness check passed (at first the initial or resumed one).
+    last_good = LastGoodState()
+    last_good.take(gaussians, first_iter, gaussians.active_sh_degree)
+    diverged: str | None = None  # what was non-finite, and when
+    signals = StopSignals()
     first_iter += 1
     loop_start = iter_start = time.perf_counter()
-    for iteration in range(first_iter, opt.iterations + 1):
+    for iteration in signals.iterations(first_iter, opt.iterations):  # ends on Ctrl-C/SIGTERM
         set_lr(optimizer, "means", means_lr(iteration))
+        sh_degree = gaussians.active_sh_degree  # that of the state before this iteration
         if iteration % 1000 == 0:
             gaussians.oneupSHdegree()
         if not view_stack:
@@ -343,7 +387,16 @@ def training(
             if speed.sync_every_step:
                 ema_loss.item()  # the stock loop's per-step read-back (for comparisons)
             if iteration % log_every == 0 or iteration == opt.iterations:
-                values = torch.stack([ema_loss, loss.detach(), *terms.values()]).tolist()
+                # One read-back: the loss terms and the norm of each parameter.
+                norms = param_norms(gaussians.params)
+                values = torch.stack([ema_loss, loss.detach(), *terms.values(),
+                                      *norms.values()]).tolist()  # fmt: skip
+                diverged = check_finite(terms, norms, values, iteration)
+                if diverged is not None:
+                    break
+                # The parameters are still those the last step left: the state after
+                # iteration - 1, now known to be finite.
+                last_good.take(gaussians, iteration - 1, sh_degree)
                 progress.set_postfix({"Loss": f"{values[0]:.7f}"})
                 progress.update(iteration - progress.n - first_iter + 1)
                 if tb_writer is not None:
@@ -384,18 +437,15 @@ def training(
             if iteration in checkpoint_iterations:
                 io_start = time.perf_counter()
                 print(f"\n[ITER {iteration}] Saving Checkpoint")
-                torch.save(
-                    (
-                        {
-                            "model": gaussians.capture(),
-                            "optimizer": optimizer.state_dict(),
-                            "state": state,
-                        },
-                        iteration,
-                    ),
-                    os.path.join(args.model_path, f"chkpnt{iteration}.pth"),
-                )
+                save_checkpoint(args.model_path, gaussians, optimizer.state_dict(), state,
+                                iteration)  # fmt: skip
                 in_loop["save"] += time.perf_counter() - io_start
+    if signals.stopped_before is not None or diverged is not None:
+        progress.close()
+        if tb_writer is not None:
+            tb_writer.close()
+        stop_early(args.model_path, signals, diverged, gaussians, optimizer, state, last_good,
+                   strategy, (opt, scene.cameras_extent, densify))  # fmt: skip
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     marks["loop"] = time.perf_counter()
@@ -416,6 +466,55 @@ def training(
     if tb_writer is not None:
         tb_writer.close()
     return gaussians
+
+
+def check_finite(terms: dict[str, torch.Tensor], norms: dict[str, torch.Tensor],
+                 values: list[float], iteration: int) -> str | None:  # fmt: skip
+    """What the log read-back ``values`` ([running loss, loss, *terms, *norms]) found
+    non-finite at ``iteration`` (e.g. ``loss term ssim_loss is NaN at iteration 1230``),
+    or None. The loss terms are named first: they are what went wrong first. A non-finite
+    running loss alone means that the loss of an iteration since the last check was."""
+    n = len(terms)
+    named = {f"loss term {k}": v for k, v in zip(terms, values[2 : 2 + n])}
+    named["loss"] = values[1]
+    named.update({f"parameter {k}": v for k, v in zip(norms, values[2 + n :])})
+    named["running loss"] = values[0]
+    problem = first_nonfinite(named)
+    return None if problem is None else f"{problem} at iteration {iteration}"
+
+
+def stop_early(model_path: str, signals: StopSignals, diverged: str | None,
+               gaussians: GaussianModel, optimizer, state: dict, last_good: LastGoodState,
+               strategy: Strategy, optimizer_args: tuple) -> None:  # fmt: skip
+    """Save a run that stops before its last iteration, then raise ``TrainingStopped``.
+
+    After a signal: the current state, after the last iteration that completed. After
+    divergence, or a signal that finds a parameter non-finite (one read-back, here): the
+    last state a check passed, with a new optimizer (``build_training_optimizer(model,
+    *optimizer_args)``: Adam's moments at zero) and new densification statistics, as the
+    diverged run's hold the bad values too.
+    """
+    done = None if signals.stopped_before is None else signals.stopped_before - 1
+    if diverged is None:
+        norms = param_norms(gaussians.params)
+        found = first_nonfinite({f"parameter {k}": float(v) for k, v in norms.items()})
+        if found is None:
+            ply, ckpt = save_stopped_run(model_path, gaussians, optimizer.state_dict(), state,
+                                         done)  # fmt: skip
+            raise TrainingStopped(
+                f"interrupted by {signals.name} after iteration {done}: saved {ply} and "
+                f"{ckpt}", signals.exit_code, ckpt,
+            )  # fmt: skip
+        diverged = f"{found} at iteration {done}"
+    good = GaussianModel.restore(last_good.capture())
+    fresh = build_training_optimizer(good, *optimizer_args)
+    ply, ckpt = save_stopped_run(model_path, good, fresh.state_dict(),
+                                 strategy.initialize_state(good), last_good.iteration)  # fmt: skip
+    code = signals.exit_code if signals.received is not None else 1
+    raise TrainingStopped(
+        f"{diverged}; saved the state of iteration {last_good.iteration} to {ply} and {ckpt} "
+        "(Adam moments reset)", code, ckpt,
+    )  # fmt: skip
 
 
 def write_summary(model_path, seconds, iterations, gaussians, backend, device,
@@ -456,6 +555,11 @@ def log_training(tb_writer, iteration, loss: float, terms: dict[str, float], ela
     tb_writer.add_scalar("train_loss_patches/total_loss", loss, iteration)
     tb_writer.add_scalar("iter_time", elapsed_ms, iteration)
     tb_writer.add_scalar("total_points", gaussians.num_gaussians, iteration)
+    # Beyond 3DGS's tags: speed and memory (host-side values, no extra device sync).
+    tb_writer.add_scalar("speed/iterations_per_second", 1000.0 / max(elapsed_ms, 1e-9), iteration)
+    if gaussians.device.type == "cuda":
+        allocated = torch.cuda.memory_allocated(gaussians.device) / 2**20
+        tb_writer.add_scalar("memory/allocated_mib", allocated, iteration)
 
 
 def log_images(tb_writer, images: list[tuple[str, torch.Tensor]], step: int) -> None:
@@ -476,6 +580,19 @@ def log_images(tb_writer, images: list[tuple[str, torch.Tensor]], step: int) -> 
         list(pool.map(add, cpu_images))  # list(): re-raises a worker's exception here
 
 
+def depth_image(depth: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """[3, H, W] grey picture of a rendered depth [1, H, W] for TensorBoard: near is bright,
+    scaled between the 2nd and 98th percentiles of the covered pixels (alpha > 0.5)."""
+    covered = depth[alpha > 0.5]
+    if covered.numel() < 2:
+        return depth.new_zeros(3, *depth.shape[1:])
+    lo, hi = torch.quantile(
+        covered.float()[:100_000], torch.tensor([0.02, 0.98], device=depth.device)
+    )
+    near = 1.0 - ((depth - lo) / (hi - lo).clamp_min(1e-8)).clamp(0.0, 1.0)
+    return (near * (alpha > 0.5)).expand(3, -1, -1)
+
+
 @torch.no_grad()
 def evaluate(
     tb_writer, iteration, scene, gaussians, pipe, background, backend, log_gt: bool = True
@@ -492,12 +609,14 @@ def evaluate(
             continue
         l1_sum, psnr_sum = 0.0, 0.0
         for idx, camera in enumerate(cameras):
-            out = render(camera, gaussians, pipe, background, backend=backend, depth=False)
+            logged = tb_writer is not None and idx < 5
+            out = render(camera, gaussians, pipe, background, backend=backend, depth=logged)
             image = torch.clamp(out["render"], 0.0, 1.0)
             gt = torch.clamp(camera.original_image.to(image.device), 0.0, 1.0)
-            if tb_writer is not None and idx < 5:
+            if logged:
                 tag = f"{name}_view_{camera.image_stem}"
                 images.append((f"{tag}/render", image[None]))
+                images.append((f"{tag}/depth", depth_image(out["depth"], out["alpha"])[None]))
                 if log_gt:
                     images.append((f"{tag}/ground_truth", gt[None]))
             l1_sum += l1_loss(image, gt).item()
@@ -510,6 +629,9 @@ def evaluate(
     if tb_writer is not None:
         log_images(tb_writer, images, iteration)
         tb_writer.add_histogram("scene/opacity_histogram", gaussians.get_opacity, iteration)
+        # log10 of each Gaussian's largest scale (scene units): floaters and needles show.
+        largest = gaussians.get_scaling.amax(dim=-1).clamp_min(1e-12).log10()
+        tb_writer.add_histogram("scene/log10_max_scale_histogram", largest, iteration)
         tb_writer.add_scalar("total_points", gaussians.num_gaussians, iteration)
 
 
@@ -585,6 +707,13 @@ def main(argv: list[str] | None = None) -> int:
     except SceneError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except TrainingStopped as exc:  # the state is saved; say how to go on from it
+        resume = resume_command(argv, exc.checkpoint, args.model_path)
+        print(f"\n{exc}; resume with: {resume}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:  # Ctrl-C outside the loop (setup, or a second one while saving)
+        print("\ninterrupted (SIGINT) outside the training loop: no state saved", file=sys.stderr)
+        return 130
     print("\nTraining complete.")
     return 0
 

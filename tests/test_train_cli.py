@@ -31,16 +31,20 @@ def common(scene, model, iters=20):
 
 def assert_tensorboard_logs(model: str) -> None:
     """The 3DGS TensorBoard tags: loss terms, and at --test_iterations the renders and
-    ground truths of the test views and 5 training views (images encoded on threads)."""
+    ground truths of the test views and 5 training views (images encoded on threads); and
+    this project's additions: each logged view's depth, speed, the scale histogram."""
     ea_mod = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
     acc = ea_mod.EventAccumulator(model, size_guidance={"images": 0})
     acc.Reload()
     images = set(acc.Tags()["images"])
     assert {"train_loss_patches/l1_loss", "train_loss_patches/ssim_loss",
             "test/loss_viewpoint - psnr"} <= set(acc.Tags()["scalars"])  # fmt: skip
-    # 2 test views and 3 distinct training views, each with its ground truth.
-    assert len(images) == 2 * (2 + 3) and all(t.endswith(("/render", "/ground_truth"))
+    # 2 test views and 3 distinct training views, each with its ground truth and depth.
+    assert len(images) == 3 * (2 + 3) and all(t.endswith(("/render", "/ground_truth", "/depth"))
                                               for t in images)  # fmt: skip
+    assert "speed/iterations_per_second" in acc.Tags()["scalars"]
+    assert {"scene/opacity_histogram", "scene/log10_max_scale_histogram"} <= set(
+        acc.Tags()["histograms"])  # fmt: skip
     event = acc.Images(sorted(images)[0])[0]
     assert (event.width, event.height) == (48, 36) and event.encoded_image_string[:4] == b"\x89PNG"
 

@@ -10,9 +10,12 @@ Two files per network:
 They are looked up, in order, in the folder the user names (``--lpips_weights``), in
 ``~/.cache/segsplat/lpips`` (``$XDG_CACHE_HOME`` respected) and in torch's own checkpoint
 cache (``$TORCH_HOME/hub/checkpoints``, where other tools leave the backbones). Files still
-missing are downloaded from the official URLs when ``download`` is on, with a short
-network timeout; on a machine without internet this fails at once and the caller gets
-``LPIPSWeightsMissing`` with a one-line message naming the files and where to put them.
+missing are downloaded from the official URLs when ``download`` is on: first a connection
+to the URL's host is tried for at most 2 s (``utils.general_utils.network_reachable``,
+once per process); without one, nothing is downloaded, as with ``--lpips_no_download``.
+A download is tried once, with a short timeout on every network wait; after the first
+failure no other file is tried. The caller then gets ``LPIPSWeightsMissing`` with a
+one-line message naming the files and where to put them.
 
 The backbone checkpoints hold the whole classifier; only ``features.*`` is used. The head
 files hold ``lin<k>.model.1.weight`` tensors of shape ``[1, C_k, 1, 1]``.
@@ -26,11 +29,16 @@ import re
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import torch
 from tqdm import tqdm
 
+from utils.general_utils import network_reachable
 from utils.lpips.networks import LPIPS, TAP_CHANNELS
+
+DOWNLOAD_TIMEOUT = 5.0  # seconds, for every network wait of a download
+PROBE_TIMEOUT = 2.0  # seconds to find out whether a weight URL's host answers at all
 
 
 @dataclass(frozen=True)
@@ -99,7 +107,7 @@ def find_weight_file(name: str, dirs: list[Path]) -> Path | None:
     return None
 
 
-def download_weight_file(wf: WeightFile, dest_dir: Path, timeout: float = 10.0) -> Path:
+def download_weight_file(wf: WeightFile, dest_dir: Path, timeout: float = DOWNLOAD_TIMEOUT) -> Path:
     """Fetch ``wf.url`` into ``dest_dir/wf.name`` (temp name, checked, then renamed).
 
     ``timeout`` bounds every network wait (connect and each read). Raises ``OSError``
@@ -137,9 +145,10 @@ def resolve_weight_files(
     net: str = "vgg",
     weights_dir: str | Path | None = None,
     download: bool = True,
-    timeout: float = 10.0,
+    timeout: float = DOWNLOAD_TIMEOUT,
 ) -> tuple[Path, Path]:
-    """Paths of (backbone, heads) for ``net``, downloading missing ones when allowed.
+    """Paths of (backbone, heads) for ``net``, downloading missing ones when allowed and
+    when their host answers (``network_reachable``: no network means no download).
 
     Raises ``LPIPSWeightsMissing`` when a file can be neither found nor downloaded, and
     ``LPIPSWeightsError`` when ``weights_dir`` is given but is not a folder.
@@ -159,10 +168,14 @@ def resolve_weight_files(
     for wf in (BACKBONE_FILES[net], HEAD_FILES[net]):
         path = find_weight_file(wf.name, dirs)
         if path is None and download and not reason:  # after one network failure, stop trying
-            try:
-                path = download_weight_file(wf, store, timeout)
-            except OSError as e:
-                reason = str(getattr(e, "reason", None) or e)
+            probe = min(timeout, PROBE_TIMEOUT)
+            if not network_reachable(wf.url, probe):
+                reason = f"no network (no connection to {urlsplit(wf.url).netloc} in {probe:g} s)"
+            else:
+                try:
+                    path = download_weight_file(wf, store, timeout)
+                except OSError as e:
+                    reason = str(getattr(e, "reason", None) or e)
         if path is None:
             missing.append(wf)
         else:
@@ -230,7 +243,7 @@ def load_lpips(
     weights_dir: str | Path | None = None,
     download: bool = True,
     device: torch.device | str = "cpu",
-    timeout: float = 10.0,
+    timeout: float = DOWNLOAD_TIMEOUT,
 ) -> LPIPS:
     """An LPIPS network with ImageNet backbone and v0.1 heads, on ``device``, in eval mode.
 
