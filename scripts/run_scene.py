@@ -1,0 +1,262 @@
+"""Every stage of the pipeline on one scene folder, in order, each skipped when its outputs
+are newer than its inputs (scripts/run_scene.sh is the shell entry point).
+
+    python scripts/run_scene.py <scene> [-m MODEL] [--n_views N --split_protocol P]
+        [--iterations I] [--no_sam2] [--depth_model DIR] [--force STAGE ...] [--dry_run]
+        [-- <more train.py flags>]
+
+Stages (each the project's own command line; the ones a scene cannot run are left out
+with one line saying why):
+
+====================  =====================================================  ===========
+stage                 command                                                when
+====================  =====================================================  ===========
+sfm                   colmap_match.py -s S (full SfM)                         no sparse/0
+colmap_views          colmap_match.py -s S --n_views N --split_protocol P     --n_views
+masks                 extract_mask.py -s S --mode auto (SAM 2 with weights,   always
+                      else the classical backend; --no_sam2: classical)
+depth                 predepth.py -s S --depth_model DIR (Depth Pro)          --depth_model
+mask_matching         python -m mask_matching -s S --n_views N                --n_views
+mvs                   python -m mvs -s S --n_views N                          --n_views
+alignment             python -m alignment -s S --n_views N --prior mvs|depth  --n_views
+train                 train.py -s S -m M --eval [--n_views N --sparse_view]   always
+render                render.py -m M --skip_train                             always
+metrics               metrics.py -m M                                         always
+features              python -m segmentation.features -s S (from masks/)      always
+segment               segment.py -m M                                         always
+====================  =====================================================  ===========
+
+A stage is done when ``<model>/stages/<stage>.done`` exists and is newer than every file
+of its inputs (the images, and the outputs of the stages it reads); touching an input (or
+re-running an upstream stage) re-runs what depends on it. Each stage logs to
+``<model>/logs/<stage>.log``; the first failure stops the run with the stage's name and
+its log. A scene folder that cannot be written (e.g. a read-only data set) is copied to
+``--work`` first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from utils.general_utils import split_passthrough  # noqa: E402
+
+POSE_FILES = ("poses_bounds.npy", "transforms.json", "transforms_train.json", "cameras.npz")
+
+
+@dataclass
+class Stage:
+    name: str
+    cmd: list[str]
+    inputs: list[Path]  # files or folders whose files, when newer, make the stage re-run
+    outputs: list[Path]  # must exist for the stage to count as done
+    upstream: list[str] = field(default_factory=list)  # stages whose stamps are inputs too
+
+
+class RunError(RuntimeError):
+    """A one-line failure of the run (printed as ``error: ...``)."""
+
+
+def newest_mtime(paths: list[Path]) -> float:
+    """Latest modification time of the given files and of every file below the folders."""
+    newest = 0.0
+    for path in paths:
+        if path.is_file():
+            newest = max(newest, path.stat().st_mtime)
+        elif path.is_dir():
+            for root, _, files in os.walk(path):
+                for name in files:
+                    newest = max(newest, os.stat(os.path.join(root, name)).st_mtime)
+    return newest
+
+
+def stamp_path(model: Path, stage: str) -> Path:
+    return model / "stages" / f"{stage}.done"
+
+
+def is_done(stage: Stage, model: Path) -> bool:
+    """Outputs present and the stamp newer than every input (upstream stamps included)."""
+    stamp = stamp_path(model, stage.name)
+    if not stamp.is_file() or not all(p.exists() for p in stage.outputs):
+        return False
+    inputs = stage.inputs + [stamp_path(model, u) for u in stage.upstream]
+    return stamp.stat().st_mtime >= newest_mtime(inputs)
+
+
+def plan(args: argparse.Namespace, scene: Path, model: Path, train_extra: list[str]):
+    """The stages to run, in order, and one line for each stage left out."""
+    py = sys.executable
+    s = ["-s", str(scene), "-i", args.images]
+    images = scene / args.images
+    n, proto = args.n_views, args.split_protocol
+    views = ["--n_views", str(n), "--split_protocol", proto] if n else []
+    # Without --n_views, the custom protocol still picks the views (the scene's split.json).
+    train_views = views or (["--split_protocol", "custom"] if proto == "custom" else [])
+    stages: list[Stage] = []
+    skipped: list[str] = []
+    has_poses = (scene / "sparse" / "0").is_dir() or any((scene / f).exists() for f in POSE_FILES)
+    if not has_poses:
+        stages.append(Stage("sfm", [py, "colmap_match.py", *s], [images], [scene / "sparse/0"]))
+    colmap_views = scene / f"colmap_{n}views"
+    sfm_up = ["sfm"] if not has_poses else []
+    colmap_ok = n and ((scene / "sparse" / "0").is_dir() or not has_poses)
+    if colmap_ok:
+        stages.append(Stage("colmap_views", [py, "colmap_match.py", *s, *views, "--overwrite"],
+                            [images], [colmap_views], sfm_up))  # fmt: skip
+    elif n:
+        skipped.append("colmap_views: the scene's poses are not a COLMAP model (sparse/0)")
+    mask_cmd = [py, "extract_mask.py", *s, "--mode", "auto"]
+    if args.no_sam2:
+        mask_cmd += ["--backend", "classical"]
+        print("[run_scene] masks: classical backend (--no_sam2)")
+    stages.append(Stage("masks", mask_cmd, [images], [scene / "masks"]))
+    if args.depth_model:
+        stages.append(Stage("depth", [py, "predepth.py", *s, "--depth_model", args.depth_model],
+                            [images], [scene / "depth_pro"]))  # fmt: skip
+    else:
+        skipped.append("depth: no Depth Pro weights given (--depth_model DIR): no depth prior")
+    if colmap_ok:
+        stages.append(Stage("mask_matching", [py, "-m", "mask_matching", *s, *views,
+                                              "--overwrite"],
+                            [], [scene / "mask_matching"], ["masks", "colmap_views"]))  # fmt: skip
+        stages.append(Stage("mvs", [py, "-m", "mvs", *s, *views, "--overwrite"], [],
+                            [colmap_views / "dense" / "points3D.ply", scene / "depth_mvs"],
+                            ["colmap_views"]))  # fmt: skip
+        prior = "depth_pro" if args.depth_model else "mvs"
+        aligned = [scene / "alignment" / "points3D.ply"]
+        reads = ["masks", "mvs"] + (["depth"] if args.depth_model else [])
+        stages.append(Stage("alignment", [py, "-m", "alignment", *s, *views, "--prior", prior],
+                            [], aligned, reads))  # fmt: skip
+    train_cmd = [py, "train.py", *s, "-m", str(model), "--eval", *train_views]
+    if args.iterations:
+        it = str(args.iterations)
+        train_cmd += ["--iterations", it, "--test_iterations", it, "--save_iterations", it]
+    if n and colmap_ok:
+        train_cmd.append("--sparse_view")
+    train_cmd += train_extra
+    upstream = [st.name for st in stages]
+    stages.append(Stage("train", train_cmd, [images], [model / "point_cloud"], upstream))
+    stages.append(Stage("render", [py, "render.py", "-m", str(model), "--skip_train"], [],
+                        [model / "test"], ["train"]))  # fmt: skip
+    stages.append(Stage("metrics", [py, "metrics.py", "-m", str(model)], [],
+                        [model / "results.json"], ["render"]))  # fmt: skip
+    if (REPO / "segment.py").is_file():
+        stages.append(Stage("features", [py, "-m", "segmentation.features", *s], [],
+                            [scene / "features"], ["masks"]))  # fmt: skip
+        seg = [py, "segment.py", "-m", str(model), *shlex.split(args.segment_args)]
+        stages.append(Stage("segment", seg, [],
+                            [model / "segments"], ["train", "features"]))  # fmt: skip
+    else:
+        skipped.append("segment: segment.py is not in this checkout yet")
+    return stages, skipped
+
+
+def shared_data_roots() -> list[Path]:
+    """Folders of reference data that stages must never write into (the tests' scenes)."""
+    roots = [REPO.parent / "shared" / "data"]
+    if os.environ.get("SEGSPLAT_DATA"):
+        roots.append(Path(os.environ["SEGSPLAT_DATA"]))
+    return [r.resolve() for r in roots]
+
+
+def writable_scene(scene: Path, work: Path) -> Path:
+    """``scene`` itself when it can be written and is not reference data, else a copy under
+    ``work`` (made once)."""
+    shared = any(scene.is_relative_to(root) for root in shared_data_roots())
+    if os.access(scene, os.W_OK) and not shared:
+        return scene
+    copy = work / scene.name
+    if not copy.is_dir():
+        tmp = work / f".{scene.name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(scene, tmp)
+        os.replace(tmp, copy)
+        print(f"[run_scene] {scene} is read-only or reference data: working on a copy in {copy}")
+    return copy
+
+
+def run_stage(stage: Stage, model: Path) -> float:
+    """Run one stage, logging to <model>/logs/<stage>.log; returns its seconds."""
+    log = model / "logs" / f"{stage.name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with open(log, "w") as f:
+        f.write("$ " + " ".join(stage.cmd) + "\n")
+        f.flush()
+        code = subprocess.call(stage.cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT)
+    seconds = time.perf_counter() - start
+    if code != 0:
+        raise RunError(f"stage {stage.name} failed (exit {code}) after {seconds:.1f} s: see {log}")
+    stamp = stamp_path(model, stage.name)
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(f"{seconds:.2f}\n")
+    return seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    own, train_extra = split_passthrough(sys.argv[1:] if argv is None else argv)
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("scene", help="scene folder (images/, or a COLMAP / LLFF / DTU scene)")
+    p.add_argument("-m", "--model", default="", help="model folder (default output/<scene>)")
+    p.add_argument("-i", "--images", default="images", help="image subfolder")
+    p.add_argument("--n_views", type=int, default=0, help="training views (0: 3DGS --eval)")
+    p.add_argument("--split_protocol", default="llff",
+                   choices=["llff", "dtu", "mip360", "custom"])  # fmt: skip
+    p.add_argument("--iterations", type=int, default=0, help="training iterations (0: 30k)")
+    p.add_argument("--no_sam2", action="store_true", help="classical masks even with weights")
+    p.add_argument("--depth_model", default="", help="Depth Pro weights folder (predepth.py)")
+    p.add_argument("--segment_args", default="", help="more segment.py flags, one string")
+    p.add_argument("--work", default=str(REPO / "output" / "scenes"),
+                   help="where a read-only scene is copied")  # fmt: skip
+    p.add_argument("--force", nargs="*", default=[], help="stages to run even when done")
+    p.add_argument("--dry_run", action="store_true", help="print the plan only")
+    args = p.parse_args(own)
+    src = Path(args.scene).resolve()
+    if not (src / args.images).is_dir():
+        print(f"error: {src / args.images}: no image folder; put the photos there or pass -i",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    scene = src if args.dry_run else writable_scene(src, Path(args.work))
+    model = Path(args.model or REPO / "output" / src.name).resolve()
+    stages, skipped = plan(args, scene, model, train_extra)
+    unknown = set(args.force) - {st.name for st in stages}
+    if unknown:
+        print(f"error: --force {sorted(unknown)}: not stages of this run", file=sys.stderr)
+        return 1
+    for line in skipped:
+        print(f"[run_scene] off: {line}")
+    times: dict[str, float] = {}
+    for stage in stages:
+        if stage.name not in args.force and is_done(stage, model):
+            print(f"[run_scene] {stage.name}: up to date")
+            continue
+        if args.dry_run:
+            print(f"[run_scene] {stage.name}: would run {' '.join(stage.cmd)}")
+            continue
+        print(f"[run_scene] {stage.name}: running (log: {model / 'logs' / stage.name}.log)",
+              flush=True)  # fmt: skip
+        try:
+            times[stage.name] = run_stage(stage, model)
+        except RunError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(f"[run_scene] {stage.name}: done in {times[stage.name]:.1f} s", flush=True)
+    if times:
+        print("[run_scene] seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in times.items()))
+    print(f"[run_scene] model: {model}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

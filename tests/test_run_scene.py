@@ -1,0 +1,93 @@
+"""scripts/run_scene.py: the skip-when-done rule, and whole runs on the CPU (torch backend,
+tiny settings): the demo scene with every stage that needs no weights, and a folder of
+photos without poses (../shared/data/hloc_sacre_coeur) through full SfM to a model."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+from conftest import require_scene
+
+from scripts import run_scene
+from scripts.make_demo_scene import make_demo_scene
+
+TINY = ["--iterations", "20", "--segment_args", "--k 3 --feature_iters 5 --skip_train_renders"]
+TRAIN = ["--", "--backend", "torch", "--data_device", "cpu"]
+
+
+def test_a_stage_is_done_until_an_input_or_upstream_stage_changes(tmp_path):
+    model, data = tmp_path / "model", tmp_path / "data"
+    data.mkdir()
+    (data / "a.txt").write_text("x")
+    out = tmp_path / "out"
+    stage = run_scene.Stage("b", ["true"], [data], [out], upstream=["a"])
+    assert not run_scene.is_done(stage, model)  # never ran
+    out.mkdir()
+    stamp = run_scene.stamp_path(model, "b")
+    stamp.parent.mkdir(parents=True)
+    stamp.write_text("1")
+    assert run_scene.is_done(stage, model)
+    future = time.time() + 5
+    os.utime(data / "a.txt", (future, future))  # an input changed
+    assert not run_scene.is_done(stage, model)
+    os.utime(stamp, (future + 1, future + 1))
+    assert run_scene.is_done(stage, model)
+    upstream = run_scene.stamp_path(model, "a")
+    upstream.write_text("1")
+    os.utime(upstream, (future + 2, future + 2))  # the stage it reads ran again
+    assert not run_scene.is_done(stage, model)
+    shutil.rmtree(out)
+    os.utime(upstream, (0, 0))
+    assert not run_scene.is_done(stage, model)  # an output is missing
+
+
+def test_demo_scene_end_to_end_then_skip_and_rerun(tmp_path, capsys):
+    scene = tmp_path / "scene"
+    make_demo_scene(scene, width=64, height=48, n_train=4, n_test=3, n_points=800,
+                    supersample=1, progress=False)  # fmt: skip
+    model = tmp_path / "model"
+    args = [str(scene), "-m", str(model), "--split_protocol", "custom", *TINY]
+    assert run_scene.main(args + TRAIN) == 0
+    out = capsys.readouterr().out
+    for stage in ("masks", "train", "render", "metrics", "features", "segment"):
+        assert f"[run_scene] {stage}: done" in out, stage
+    assert "off: depth: no Depth Pro weights" in out
+    assert (model / "results.json").is_file() and (model / "segments" / "labels.npy").is_file()
+    assert (model / "logs" / "train.log").is_file()
+    # A second run finds everything up to date.
+    assert run_scene.main(args + ["--dry_run"] + TRAIN) == 0
+    out = capsys.readouterr().out
+    assert "would run" not in out and out.count(": up to date") == 6
+    # Touching one image re-runs its consumers, and only them.
+    image = sorted((scene / "images").iterdir())[0]
+    future = time.time() + 5
+    os.utime(image, (future, future))
+    assert run_scene.main(args + ["--dry_run"] + TRAIN) == 0
+    out = capsys.readouterr().out
+    assert "[run_scene] masks: would run" in out and "[run_scene] train: would run" in out
+
+
+def test_a_failing_stage_stops_the_run_with_its_log(tmp_path, capsys):
+    scene = tmp_path / "scene"
+    (scene / "images").mkdir(parents=True)  # no photos: full SfM fails
+    model = tmp_path / "model"
+    assert run_scene.main([str(scene), "-m", str(model), *TINY]) == 1
+    err = capsys.readouterr().err
+    assert "stage sfm failed" in err and str(model / "logs" / "sfm.log") in err
+    assert err.count("\n") == 1
+
+
+def test_photos_without_poses_to_a_trained_model(tmp_path, capsys):
+    photos = require_scene("hloc_sacre_coeur")
+    model = tmp_path / "model"
+    args = [str(photos), "-m", str(model), "--work", str(tmp_path / "work"), *TINY, *TRAIN,
+            "-r", "8"]  # fmt: skip
+    assert run_scene.main(args) == 0
+    out = capsys.readouterr().out
+    assert "[run_scene] sfm: done" in out and "reference data: working on a copy" in out
+    assert not (Path(photos) / "sparse").exists()  # the shared data stays untouched
+    assert (model / "point_cloud" / "iteration_20" / "point_cloud.ply").is_file()
+    assert (model / "results.json").is_file()
