@@ -156,3 +156,157 @@ def test_render_depth_flag_on_cpu():
     assert with_depth["depth"].shape == (1, 40, 48) and "depth" not in without
     assert torch.allclose(with_depth["render"], without["render"], atol=1e-6)
     assert torch.allclose(with_depth["alpha"], without["alpha"], atol=1e-6)
+
+
+def _grads_of(fn, leaves, make_args):
+    img, alpha = fn(*make_args())
+    w = torch.linspace(0.1, 1.0, img.numel(), dtype=img.dtype).reshape(img.shape)
+    loss = (img * w).sum() + 0.3 * alpha.sum()
+    return img.detach(), alpha.detach(), torch.autograd.grad(loss, leaves)
+
+
+def _projected(seed, dtype, n=60, W=37, H=29, opacity=None):
+    scene = random_scene(n=n, seed=seed)  # drawn in float64, then cast
+    means, quats, scales, opac, colors, viewmat, K = (t.to(dtype) for t in scene)
+    if opacity is not None:
+        opac = torch.full_like(opac, opacity)
+    leaves = [t.requires_grad_() for t in (means, quats, scales, opac, colors)]
+
+    def make_args():
+        proj = project_gaussians(means, quats, scales, opac, viewmat, K, W, H)
+        return (proj["means2d"], proj["conics"], colors, proj["opacities"], proj["depths"],
+                proj["radii"], W, H, torch.tensor([0.2, 0.5, 0.1, 0.0], dtype=dtype))  # fmt: skip
+
+    return leaves, make_args
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_tile_culling_drops_only_pairs_that_contribute_nothing(monkeypatch, seed):
+    """Culled (tile, Gaussian) pairs have alpha < 1/255 at every pixel of the tile: the
+    same values and gradients as with every bounding-box pair kept."""
+    from gaussian_renderer import torch_backend
+
+    leaves, args = _projected(seed, torch.float64)
+    culled = _grads_of(rasterize_pixels, leaves, args)
+    monkeypatch.setattr(torch_backend, "_LOG_ALPHA_KEEP", -float("inf"))
+    kept = _grads_of(rasterize_pixels, leaves, args)
+    for a, b in zip(culled[:2] + culled[2], kept[:2] + kept[2]):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("tile,chunk,max_elems", [(4, 5, 10**7), (4, 16, 300), (8, 7, 10**7)])
+def test_chunked_and_batched_paths_agree_in_float32(tile, chunk, max_elems):
+    """Blocks of any size, one tile batch or many: the same image and gradients (float32,
+    the training precision) as the default walk."""
+    leaves, args = _projected(3, torch.float32, n=200)
+    ref = _grads_of(rasterize_pixels, leaves, args)
+    out = _grads_of(
+        lambda *a: rasterize_pixels(*a, tile=tile, chunk=chunk, max_elems=max_elems), leaves, args
+    )
+    for a, b in zip(out[:2] + out[2], ref[:2] + ref[2]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_float32_matches_float64():
+    """The log-alpha polynomial in tile-local coordinates loses no float32 accuracy."""
+    l64, a64 = _projected(4, torch.float64, n=200, W=96, H=80)
+    l32, a32 = _projected(4, torch.float32, n=200, W=96, H=80)
+    img64, alpha64, g64 = _grads_of(rasterize_pixels, l64, a64)
+    img32, alpha32, g32 = _grads_of(rasterize_pixels, l32, a32)
+    assert (img32.double() - img64).abs().max() < 1e-5
+    assert (alpha32.double() - alpha64).abs().max() < 1e-5
+    for a, b in zip(g32, g64):
+        assert float((a.double() - b).norm() / b.norm()) < 1e-4
+
+
+@pytest.mark.parametrize("chunk", [2, 3, 16])
+def test_clamped_alphas_and_stops_across_chunk_ends(chunk):
+    """Gaussians centred on pixel centres with opacity 0.9995 (alpha clamped at 0.999 there,
+    no gradient through the clamp), stacked so that pixels stop inside a chunk and at its
+    end, among fainter ones: values and gradients against the reference."""
+    g = torch.Generator().manual_seed(7)
+    W, H, n = 19, 14, 90
+    centres = torch.stack([torch.randint(0, W, (n,), generator=g),
+                           torch.randint(0, H, (n,), generator=g)], dim=-1)  # fmt: skip
+    means2d = (
+        centres.double()
+        + 0.5
+        + (torch.rand(n, 1, generator=g) < 0.5) * torch.rand(n, 2, generator=g)
+    )
+    s = torch.rand(n, generator=g, dtype=torch.float64) * 0.6 + 0.2
+    conics = torch.stack([s, 0.2 * s * (torch.rand(n, generator=g) - 0.5), s], dim=-1)
+    opac = torch.where(torch.rand(n, generator=g) < 0.7, 0.9995, 0.3).double()
+    colors = torch.rand(n, 3, generator=g, dtype=torch.float64)
+    depths = torch.rand(n, generator=g, dtype=torch.float64)
+    radii = torch.full((n, 2), 12, dtype=torch.int32)  # alpha < 1/255 beyond
+    leaves = [t.requires_grad_() for t in (means2d, conics, colors, opac)]
+    bg = torch.tensor([0.2, 0.5, 0.1], dtype=torch.float64)
+
+    def make_args():
+        return means2d, conics, colors, opac, depths, radii, W, H, bg
+
+    img, alpha, grads = _grads_of(lambda *a: rasterize_pixels(*a, chunk=chunk), leaves, make_args)
+    ref_img, ref_alpha, ref_grads = _grads_of(reference_rasterize, leaves, make_args)
+    # Many pixels behind two layers of alpha 0.999 (they stop: a third would leave T < 1e-4).
+    assert (alpha > 0.998).sum() > 20
+    torch.testing.assert_close(img, ref_img, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(alpha, ref_alpha, rtol=1e-9, atol=1e-9)
+    for g, rg in zip(grads, ref_grads):
+        torch.testing.assert_close(g, rg, rtol=1e-7, atol=1e-9)
+
+
+def test_nothing_visible():
+    """No Gaussian in view: the background, zero alpha and zero gradients."""
+    means, quats, scales, opac, colors, viewmat, K = random_scene(n=10)
+    means = (means + torch.tensor([0.0, 0.0, -10.0], dtype=means.dtype)).requires_grad_()
+    colors.requires_grad_()
+    proj = project_gaussians(means, quats, scales, opac, viewmat, K, 20, 16)
+    assert not (proj["radii"] > 0).any()
+    bg = torch.tensor([0.2, 0.5, 0.1, 0.3], dtype=torch.float64)
+    img, alpha = rasterize_pixels(proj["means2d"], proj["conics"], colors, proj["opacities"],
+                                  proj["depths"], proj["radii"], 20, 16, bg)  # fmt: skip
+    assert torch.equal(img, bg.expand(16, 20, 4)) and not alpha.any()
+    (img.sum() + alpha.sum()).backward()
+    assert not means.grad.any() and not colors.grad.any()
+
+
+@pytest.mark.parametrize("with_covars", [False, True])
+def test_projection_matches_the_matrix_form(with_covars):
+    """The per-row EWA projection equals J R Sigma R^T J^T written with matrices (values
+    and gradients), from quaternions and scales or from given covariances."""
+    from utils.graphics_utils import covariance_from_scale_rot
+
+    means, quats, scales, opac, _, viewmat, K = random_scene(n=50, seed=3)
+    R = torch.linalg.qr(torch.randn(3, 3, generator=torch.Generator().manual_seed(1),
+                                    dtype=torch.float64))[0]  # fmt: skip
+    viewmat[:3, :3] = R * torch.sign(torch.det(R))
+    leaves = [t.requires_grad_() for t in (means, quats, scales)]
+    W, H = 35, 27
+
+    def matrix_form():
+        covars = covariance_from_scale_rot(scales, quats)
+        mean_c = means @ viewmat[:3, :3].T + viewmat[:3, 3]
+        x, y, z = mean_c.unbind(-1)
+        fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+        lim_x = (cx / fx + 0.3 * 0.5 * W / fx, (W - cx) / fx + 0.3 * 0.5 * W / fx)
+        lim_y = (cy / fy + 0.3 * 0.5 * H / fy, (H - cy) / fy + 0.3 * 0.5 * H / fy)
+        tx = z * torch.clamp(x / z, -lim_x[0], lim_x[1])
+        ty = z * torch.clamp(y / z, -lim_y[0], lim_y[1])
+        zero = torch.zeros_like(z)
+        J = torch.stack([fx / z, zero, -fx * tx / z**2, zero, fy / z, -fy * ty / z**2],
+                        dim=-1).reshape(-1, 2, 3)  # fmt: skip
+        Rv = viewmat[:3, :3]
+        return J @ Rv @ covars @ Rv.T @ J.transpose(1, 2)
+
+    cov = matrix_form()
+    a, b, c = cov[:, 0, 0] + 0.3, cov[:, 0, 1], cov[:, 1, 1] + 0.3
+    det = a * c - b * b
+    ref = torch.stack([c / det, -b / det, a / det], dim=-1)
+    covars = covariance_from_scale_rot(scales, quats) if with_covars else None
+    proj = project_gaussians(means, quats, scales, opac, viewmat, K, W, H, covars=covars)
+    assert (proj["radii"] > 0).any(-1).sum() > 20
+    torch.testing.assert_close(proj["conics"], ref, rtol=1e-10, atol=1e-12)
+    w = torch.rand(ref.shape, generator=torch.Generator().manual_seed(2), dtype=ref.dtype)
+    for g, rg in zip(torch.autograd.grad((proj["conics"] * w).sum(), leaves),
+                     torch.autograd.grad((ref * w).sum(), leaves)):  # fmt: skip
+        torch.testing.assert_close(g, rg, rtol=1e-8, atol=1e-10)
