@@ -19,23 +19,14 @@ from alignment.dense_prior import PRIOR_KINDS
 from alignment.fusion import AlignParams
 from alignment.stage import AlignRequest, run_alignment
 from scene.errors import SceneError
+from scene.stage_inputs import add_scene_view_args, scene_view_fields
 
 
 def build_parser() -> ArgumentParser:
     d = AlignParams()
     r = AlignRequest(scene_dir="")
     p = ArgumentParser(prog="python -m alignment", description=__doc__.split("\n")[0])
-    p.add_argument("-s", "--source_path", required=True, help="scene folder")
-    p.add_argument("--n_views", type=int, default=0, help="number of training views")
-    p.add_argument(
-        "--split_protocol",
-        default="llff",
-        choices=["llff", "dtu", "mip360", "custom"],
-        help="how the training views are chosen (as train.py and colmap_match.py)",
-    )
-    p.add_argument("--train_views", nargs="+", default=[], help="explicit training image names")
-    p.add_argument("-r", "--resolution", type=int, default=-1, help="training resolution (-r)")
-    p.add_argument("-i", "--images", default="images", help="images folder")
+    add_scene_view_args(p)
     p.add_argument("--prior", default="depth_pro", choices=PRIOR_KINDS, help="dense prior kind")
     p.add_argument(
         "--prior_dir",
@@ -116,12 +107,7 @@ def request_from_args(args) -> AlignRequest:
         semantic=not args.no_semantic,
     )
     return AlignRequest(
-        scene_dir=args.source_path,
-        n_views=args.n_views,
-        split_protocol=args.split_protocol,
-        train_views=list(args.train_views),
-        images=args.images,
-        resolution=args.resolution,
+        **scene_view_fields(args),
         prior=args.prior,
         prior_dir=args.prior_dir,
         masks_dir=args.masks_dir,

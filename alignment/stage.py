@@ -46,12 +46,17 @@ from alignment.dense_prior import (
 from alignment.fusion import AlignParams, ViewAlignment, align_view, view_correspondences
 from scene.colmap_io import (
     ColmapPoint3D,
-    detect_model_format,
     read_model,
     write_cameras_binary,
     write_images_binary,
 )
 from scene.errors import SceneError
+from scene.stage_inputs import (
+    colmap_command,
+    load_training_scene,
+    require_train_only_model,
+    train_only_model_dir,
+)
 
 OUT_DIR = "alignment"
 DENSE_ID_START = 1_000_000
@@ -96,30 +101,14 @@ class AlignResult:
 
 
 # --------------------------------------------------------------------------- inputs
-def colmap_command(req: AlignRequest, n_train: int) -> str:
-    """The colmap_match.py command that makes ``colmap_<N>views`` for this request."""
-    if req.train_views:
-        return (
-            f"python colmap_match.py -s {req.scene_dir} --train_views {' '.join(req.train_views)}"
-        )
-    return (
-        f"python colmap_match.py -s {req.scene_dir} --n_views {n_train} "
-        f"--split_protocol {req.split_protocol}"
-    )
-
-
 def model_dir_of(scene_dir: str, n_train: int) -> str:
-    return os.path.join(os.path.abspath(scene_dir), f"colmap_{n_train}views", "sparse", "0")
+    return train_only_model_dir(scene_dir, n_train)
 
 
 def require_model(req: AlignRequest, n_train: int) -> str:
-    path = model_dir_of(req.scene_dir, n_train)
-    if detect_model_format(path) is None:
-        raise SceneError(
-            f"{path}: missing (the train-only SfM model is the alignment's reference); make "
-            f"it with: {colmap_command(req, n_train)}"
-        )
-    return path
+    return require_train_only_model(
+        req, n_train, "the train-only SfM model is the alignment's reference"
+    )
 
 
 def prior_folder(req: AlignRequest, n_train: int) -> str:
@@ -137,9 +126,7 @@ def prior_folder(req: AlignRequest, n_train: int) -> str:
 
 def load_scene(req: AlignRequest):
     """The project's ``Scene`` for the request's split (as ``python -m mvs`` builds it)."""
-    from mvs.stage import load_scene as mvs_load_scene  # heavy imports, kept local
-
-    return mvs_load_scene(req, "cpu")
+    return load_training_scene(req, "cpu")
 
 
 def load_masks(folder: str, image_name: str, height: int, width: int) -> np.ndarray | None:

@@ -18,21 +18,13 @@ from argparse import ArgumentParser
 from mask_matching.fit import FitSettings
 from mask_matching.stage import MatchRequest, run_mask_matching, summary_lines
 from scene.errors import SceneError
+from scene.stage_inputs import add_scene_view_args, scene_view_fields
 
 
 def build_parser() -> ArgumentParser:
     d = FitSettings()
     p = ArgumentParser(prog="python -m mask_matching", description=__doc__.split("\n")[0])
-    p.add_argument("-s", "--source_path", required=True, help="scene folder")
-    p.add_argument("--n_views", type=int, default=0, help="number of training views")
-    p.add_argument(
-        "--split_protocol",
-        default="llff",
-        choices=["llff", "dtu", "mip360", "custom"],
-        help="how the training views are chosen (as train.py and colmap_match.py)",
-    )
-    p.add_argument("--train_views", nargs="+", default=[], help="explicit training image names")
-    p.add_argument("-i", "--images", default="images", help="image folder (for the previews)")
+    add_scene_view_args(p, resolution=False)
     p.add_argument("--epochs", type=int, default=d.epochs, help="full-batch epochs")
     p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
     p.add_argument("--gamma", type=float, default=d.gamma, help="ExponentialLR decay per epoch")
@@ -62,11 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --epochs must be >= 1, got {args.epochs}", file=sys.stderr)
         return 1
     req = MatchRequest(
-        scene_dir=args.source_path,
-        n_views=args.n_views,
-        split_protocol=args.split_protocol,
-        train_views=list(args.train_views),
-        images=args.images,
+        **scene_view_fields(args, resolution=False),
         device=args.device,
         threads=args.threads,
         tolerance=args.tolerance,

@@ -14,22 +14,13 @@ from argparse import ArgumentParser
 
 from mvs.stage import MVSRequest, run_mvs_stage
 from scene.errors import SceneError
+from scene.stage_inputs import add_scene_view_args, scene_view_fields
 
 
 def build_parser() -> ArgumentParser:
     d = MVSRequest(scene_dir="")
     p = ArgumentParser(prog="python -m mvs", description=__doc__.split("\n")[0])
-    p.add_argument("-s", "--source_path", required=True, help="scene folder")
-    p.add_argument("--n_views", type=int, default=0, help="number of training views")
-    p.add_argument(
-        "--split_protocol",
-        default="llff",
-        choices=["llff", "dtu", "mip360", "custom"],
-        help="how the training views are chosen (as train.py and colmap_match.py)",
-    )
-    p.add_argument("--train_views", nargs="+", default=[], help="explicit training image names")
-    p.add_argument("-r", "--resolution", type=int, default=-1, help="training resolution (-r)")
-    p.add_argument("-i", "--images", default="images", help="images folder")
+    add_scene_view_args(p)
     p.add_argument(
         "--num_planes", type=int, default=d.num_planes, help="depth hypotheses (at least)"
     )
@@ -69,12 +60,7 @@ def build_parser() -> ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     req = MVSRequest(
-        scene_dir=args.source_path,
-        n_views=args.n_views,
-        split_protocol=args.split_protocol,
-        train_views=list(args.train_views),
-        images=args.images,
-        resolution=args.resolution,
+        **scene_view_fields(args),
         num_planes=args.num_planes,
         plane_step_px=args.plane_step_px,
         max_planes=args.max_planes,

@@ -20,7 +20,6 @@ import os
 import time
 import warnings
 from dataclasses import asdict, dataclass, field, replace
-from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -42,8 +41,9 @@ from mvs.plane_sweep import (
     plane_sweep_depth,
     planes_for_step,
 )
-from scene.colmap_io import detect_model_format, read_model
+from scene.colmap_io import read_model
 from scene.errors import SceneError
+from scene.stage_inputs import colmap_command, load_training_scene, require_train_only_model
 
 DENSE_DIR = "dense"
 DEPTH_DIR = "depth_mvs"
@@ -92,37 +92,9 @@ def train_only_folder(scene_dir: str, n_train: int) -> str:
     return os.path.join(os.path.abspath(scene_dir), f"colmap_{n_train}views")
 
 
-def colmap_command(req: MVSRequest, n_train: int) -> str:
-    """The colmap_match.py command line that makes the train-only folder for ``req``."""
-    if req.train_views:
-        views = " ".join(req.train_views)
-        return f"python colmap_match.py -s {req.scene_dir} --train_views {views}"
-    return (
-        f"python colmap_match.py -s {req.scene_dir} --n_views {n_train} "
-        f"--split_protocol {req.split_protocol}"
-    )
-
-
 def load_scene(req: MVSRequest, device: torch.device | str = "cpu"):
     """The project's ``Scene`` for the request's split, at the training resolution."""
-    from scene import Scene  # heavy import, kept local
-
-    dataset = SimpleNamespace(
-        source_path=req.scene_dir,
-        model_path="",
-        images=req.images,
-        resolution=req.resolution,
-        white_background=False,
-        data_device=str(device),
-        eval=True,
-    )
-    sparse = SimpleNamespace(
-        n_views=req.n_views,
-        split_protocol="custom" if req.train_views else req.split_protocol,
-        train_views=list(req.train_views),
-        random_init=0,
-    )
-    return Scene(dataset, sparse, device=device)
+    return load_training_scene(req, device)
 
 
 def stereo_views(cameras, device: torch.device | str) -> list[StereoView]:
@@ -280,15 +252,7 @@ def write_depth_maps(
 
 # --------------------------------------------------------------------------- the stage
 def _require_model(req: MVSRequest, n_train: int) -> str:
-    """``colmap_<N>views/sparse/0`` of the request, or a ``SceneError`` naming the command
-    that makes it."""
-    model_dir = os.path.join(train_only_folder(req.scene_dir, n_train), "sparse", "0")
-    if detect_model_format(model_dir) is None:
-        raise SceneError(
-            f"{model_dir}: missing (train-only SfM points set the depth range); make it with: "
-            f"{colmap_command(req, n_train)}"
-        )
-    return model_dir
+    return require_train_only_model(req, n_train, "train-only SfM points set the depth range")
 
 
 def run_mvs_stage(req: MVSRequest, scene=None) -> MVSResult:
