@@ -24,6 +24,7 @@ import uuid
 from argparse import ArgumentParser, Namespace
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -593,6 +594,24 @@ def depth_image(depth: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     return (near * (alpha > 0.5)).expand(3, -1, -1)
 
 
+def prior_images(camera) -> list[tuple[str, torch.Tensor]]:
+    """[3, H, W] pictures of the priors a training view carries (scene/priors.py): the
+    ROI mask, the segment masks (finest mask wins, one colour each) and the depth prior."""
+    priors = getattr(camera, "priors", {}) or {}
+    out = []
+    if "roi_mask" in priors:
+        out.append(("prior_roi", priors["roi_mask"].float().expand(3, -1, -1)))
+    if "masks" in priors and len(priors["masks"]):
+        from priors.masks import label_map, label_preview
+
+        rgb = np.asarray(label_preview(label_map(priors["masks"].cpu().numpy())).convert("RGB"))
+        out.append(("prior_masks", torch.from_numpy(rgb.copy()).permute(2, 0, 1) / 255.0))
+    if "depth" in priors:
+        depth = priors["depth"]
+        out.append(("prior_depth", depth_image(depth, (depth > 0).float())))
+    return out
+
+
 @torch.no_grad()
 def evaluate(
     tb_writer, iteration, scene, gaussians, pipe, background, backend, log_gt: bool = True
@@ -619,6 +638,7 @@ def evaluate(
                 images.append((f"{tag}/depth", depth_image(out["depth"], out["alpha"])[None]))
                 if log_gt:
                     images.append((f"{tag}/ground_truth", gt[None]))
+                    images += [(f"{tag}/{k}", v[None]) for k, v in prior_images(camera)]
             l1_sum += l1_loss(image, gt).item()
             psnr_sum += psnr(image, gt).mean().item()
         l1_mean, psnr_mean = l1_sum / len(cameras), psnr_sum / len(cameras)

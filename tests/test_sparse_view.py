@@ -184,9 +184,11 @@ def test_depth_l1_on_mvs_depth_trains(tiny_scene, tmp_path):
         assert train_script.main(common(tiny_scene, model) + args) == 0
         from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-        events = EventAccumulator(model)
+        events = EventAccumulator(model, size_guidance={"images": 0})
         events.Reload()
         assert "train_loss_patches/depth_l1" in events.Tags()["scalars"]
+        # The depth prior of each logged training view is pictured next to its render.
+        assert any(t.endswith("/prior_depth") for t in events.Tags()["images"])
     finally:
         import shutil
 
