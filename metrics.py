@@ -2,6 +2,7 @@
 
     python metrics.py -m output/fern [output/flower ...] [--lpips_net vgg|alex]
                       [--lpips_weights DIR] [--split test|train]
+                      [--test_pose_opt STEPS [--test_pose_schedule spars3r|fast]]
 
 For every model folder and every method folder under ``<model>/test/`` (``ours_<N>``, as
 written by render.py) it compares ``renders/<name>.png`` with ``gt/<name>.png`` and writes
@@ -14,6 +15,15 @@ exactly as 3DGS does (``--split train`` scores ``train/`` into ``results_train.j
 (255 = object), the DTU protocol adds ``PSNR_masked`` (squared error over mask pixels
 only), ``SSIM_masked`` and ``LPIPS_masked`` (both images composited onto white,
 ``x*m + (1-m)``).
+
+Test-time pose optimisation (SPARS3R): ``--test_pose_opt STEPS`` first runs render.py's
+test pass with the same flag on every model (Gaussians frozen, a per-view SO(3)xR3 camera
+correction fitted to the test image; see gaussian_renderer/pose_opt.py), which writes
+``test/ours_<N>_pose_opt/`` beside ``test/ours_<N>``. Both are then scored like any method
+folder, so results.json holds the unchanged ``ours_<N>`` entry (metrics at the given
+poses) and ``ours_<N>_pose_opt`` (after pose optimisation) side by side, and the table
+prints them on adjacent rows. A folder already rendered with the same steps and schedule
+(its ``poses.json`` says so) is not optimised again.
 
 LPIPS needs ImageNet and LPIPS weights (see ``utils/lpips/weights.py``); without them one
 line says which files are missing and where to put them, and the LPIPS keys are left out.
@@ -39,6 +49,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from arguments import MetricsParams
+from arguments.pose import PoseOptParams
 from utils.general_utils import pick_device
 from utils.image_utils import composite_on_white, masked_psnr, psnr
 from utils.loss_utils import ssim
@@ -259,7 +270,46 @@ def build_parser() -> tuple[ArgumentParser, MetricsParams]:
     parser.add_argument(
         "--model_paths", "-m", required=True, nargs="+", type=str, help="model folders"
     )
-    return parser, MetricsParams(parser)
+    mp = MetricsParams(parser)
+    PoseOptParams(parser)
+    return parser, mp
+
+
+def pose_opt_is_current(model_path: str, steps: int, schedule: str) -> bool:
+    """Whether every ``test/ours_<N>`` of the model has an ``ours_<N>_pose_opt`` folder
+    whose poses.json records ``steps`` and ``schedule``."""
+    test = Path(model_path) / "test"
+    if not test.is_dir():
+        return False
+    plain = [p for p in test.iterdir() if p.is_dir() and not p.name.endswith("_pose_opt")]
+    if not plain:
+        return False
+    for method in plain:
+        poses = test / f"{method.name}_pose_opt" / "poses.json"
+        try:
+            meta = json.loads(poses.read_text())
+        except (OSError, ValueError):
+            return False
+        if meta.get("steps") != steps or meta.get("schedule") != schedule:
+            return False
+    return True
+
+
+def run_test_pose_opt(model_path: str, steps: int, schedule: str) -> None:
+    """Render ``<model>/test`` with and without test-time pose optimisation (render.py
+    ``--skip_train --test_pose_opt STEPS``), unless already done with these settings."""
+    if pose_opt_is_current(model_path, steps, schedule):
+        print(f"[metrics] {model_path}: pose-optimised renders ({steps} steps) already present")
+        return
+    import render as render_script  # the model, scene and renderer: only when asked for
+
+    argv = ["-m", model_path, "--skip_train", "--test_pose_opt", str(steps),
+            "--test_pose_schedule", schedule]  # fmt: skip
+    if render_script.main(argv) != 0:
+        raise MetricsError(
+            f"test-time pose optimisation of {model_path} failed (see above); run "
+            f"render.py {' '.join(argv)} to retry"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -287,9 +337,15 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, dict[str, float]]] = {}
     counts: dict[tuple[str, str], int] = {}
     failed = False
+    steps = int(cli.test_pose_opt or 0)
+    if steps > 0 and args.split != "test":
+        print("error: --test_pose_opt scores the test split; drop --split train")
+        return 1
     for model_path in cli.model_paths:
         print("Scene:", model_path)
         try:
+            if steps > 0:
+                run_test_pose_opt(model_path, steps, cli.test_pose_schedule)
             full, per_view = evaluate_model(
                 model_path, args.split, device, lpips_model, not args.lpips_3dgs_inputs
             )

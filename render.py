@@ -1,13 +1,21 @@
 """Render the train and test views of a trained model (3DGS layout), optionally a video.
 
     python render.py -m <model> [--iteration N] [--skip_train] [--skip_test] [--video]
+                     [--test_pose_opt STEPS [--test_pose_schedule spars3r|fast]]
 
 Writes <model>/{train,test}/ours_<N>/renders/00000.png, gt/, depth/ (.npy expected z-depth
 and a colourised .png), and masks/ when the scene has object masks (masked metrics).
+
+``--test_pose_opt STEPS`` (SPARS3R's test-time pose optimisation, gaussian_renderer/
+pose_opt.py) also writes <model>/test/ours_<N>_pose_opt/: the same views rendered after a
+per-view SO(3)xR3 correction of the test camera fitted against its test image (Gaussians
+frozen), and poses.json with the corrected poses. ours_<N> is left as it is, so metrics.py
+reports both side by side.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from argparse import ArgumentParser, Namespace
@@ -24,6 +32,7 @@ from arguments import (
     SparseViewParams,
     get_combined_args,
 )
+from arguments.pose import PoseOptParams
 from gaussian.model import GaussianModel
 from gaussian.ply import load_ply
 from gaussian_renderer import render, resolve_backend
@@ -77,8 +86,17 @@ def load_model(model_path: str, iteration: int, device: torch.device) -> tuple[G
         raise SceneError(f"{exc}; train again or pick another --iteration") from exc
 
 
-def render_set(model_path, name, iteration, views, gaussians, pipeline, background, backend):
-    base = os.path.join(model_path, name, f"ours_{iteration}")
+POSE_OPT_SUFFIX = "_pose_opt"  # ours_<N>_pose_opt: the method folder after pose optimisation
+
+
+def render_set(model_path, name, iteration, views, gaussians, pipeline, background, backend,
+               method: str | None = None) -> str:  # fmt: skip
+    """Render ``views`` into ``<model>/<name>/<method>`` (default ``ours_<iteration>``).
+
+    A view may be any object ``render()`` accepts that also carries ``original_image`` and
+    ``eval_mask`` (a ``Camera``, or a pose-corrected ``CorrectedCamera``). Returns the folder.
+    """
+    base = os.path.join(model_path, name, method or f"ours_{iteration}")
     dirs = {k: os.path.join(base, k) for k in ("renders", "gt", "depth")}
     if any(v.eval_mask is not None for v in views):
         dirs["masks"] = os.path.join(base, "masks")
@@ -95,6 +113,46 @@ def render_set(model_path, name, iteration, views, gaussians, pipeline, backgrou
         Image.fromarray(colorize(depth, valid)).save(os.path.join(dirs["depth"], stem + ".png"))
         if "masks" in dirs and view.eval_mask is not None:
             save_image(view.eval_mask, os.path.join(dirs["masks"], stem + ".png"))
+    return base
+
+
+def render_pose_opt_set(model_path, iteration, views, gaussians, pipeline, background, backend,
+                        steps: int, schedule: str, scale: float) -> str:  # fmt: skip
+    """Test-time pose optimisation of every test view, then its renders and poses.json.
+
+    Each view's correction is fitted independently (``optimize_camera_pose``, translation
+    in units of ``scale``, the scene's ``cameras_extent``); the corrected views are written
+    by ``render_set`` into ``<model>/test/ours_<N>_pose_opt`` and the poses into its
+    ``poses.json``: ``{"steps", "schedule", "scale", "views": [{image_name, viewmat_before,
+    viewmat_after, R, T, rotation_change_deg, translation_change, loss_before,
+    loss_after}]}`` (``R`` camera-to-world and ``T`` as in 3DGS; views in render order).
+    """
+    from gaussian_renderer.pose_opt import optimize_camera_pose
+
+    corrected, records = [], []
+    for view in tqdm(views, desc=f"Test-time pose optimisation ({steps} steps)"):
+        cam, result = optimize_camera_pose(view, gaussians, pipeline, background, steps, scale,
+                                           schedule, backend)  # fmt: skip
+        corrected.append(cam)
+        records.append(result)
+    method = f"ours_{iteration}{POSE_OPT_SUFFIX}"
+    base = render_set(model_path, "test", iteration, corrected, gaussians, pipeline, background,
+                      backend, method=method)  # fmt: skip
+    poses = {"steps": steps, "schedule": schedule, "scale": scale,
+             "views": [r.as_json() for r in records]}  # fmt: skip
+    tmp = os.path.join(base, ".poses.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(poses, f, indent=1)
+    os.replace(tmp, os.path.join(base, "poses.json"))
+    if records:
+        rot = [r.rotation_change_deg for r in records]
+        tr = [r.translation_change / scale for r in records]
+        print(
+            f"[pose_opt] {len(records)} test views: rotation change mean {np.mean(rot):.3f} "
+            f"deg (max {np.max(rot):.3f}), translation change mean {100 * np.mean(tr):.3f} % "
+            f"of the scene scale (max {100 * np.max(tr):.3f} %); poses in {base}/poses.json"
+        )
+    return base
 
 
 def render_video(model_path, iteration, cameras, gaussians, pipeline, background, backend,
@@ -140,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     pipeline = PipelineParams(parser)
     sparse = SparseViewParams(parser, sentinel=True)
     BackendParams(parser, sentinel=True)
+    PoseOptParams(parser)
     parser.add_argument("--iteration", default=-1, type=int)
     parser.add_argument("--skip_train", action="store_true")
     parser.add_argument("--skip_test", action="store_true")
@@ -173,6 +232,11 @@ def main(argv: list[str] | None = None) -> int:
             if not args.skip_test and scene.getTestCameras():
                 render_set(args.model_path, "test", iteration, scene.getTestCameras(),
                            gaussians, pipe, background, backend)  # fmt: skip
+            steps = int(getattr(args, "test_pose_opt", 0) or 0)
+            if steps > 0 and not args.skip_test and scene.getTestCameras():
+                render_pose_opt_set(args.model_path, iteration, scene.getTestCameras(),
+                                    gaussians, pipe, background, backend, steps,
+                                    args.test_pose_schedule, scene.cameras_extent)  # fmt: skip
             if args.video:
                 path = render_video(args.model_path, iteration, scene.getTrainCameras(),
                                     gaussians, pipe, background, backend, args.video_frames,
