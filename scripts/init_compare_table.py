@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 1
-        key = f"ours_{a.iterations}" if f"ours_{a.iterations}" in res else sorted(res)[-1]
+        plain = sorted(k for k in res if not k.endswith("_pose_opt"))  # as trained
+        key = f"ours_{a.iterations}" if f"ours_{a.iterations}" in res else plain[-1]
         rows.append((label, res[key]))
     colmap = None
     summ = os.path.join(a.scene, f"colmap_{a.n_views}views", "summary.json")
