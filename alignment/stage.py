@@ -22,7 +22,6 @@ and, for the semantic step, ``masks/<stem>.npz``. Aligns every view
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import struct
@@ -44,6 +43,8 @@ from alignment.dense_prior import (
     load_pointmap,
 )
 from alignment.fusion import AlignParams, ViewAlignment, align_view, view_correspondences
+from mvs.fusion import voxel_downsample
+from priors.io import save_json
 from scene.colmap_io import (
     ColmapPoint3D,
     read_model,
@@ -51,7 +52,9 @@ from scene.colmap_io import (
     write_images_binary,
 )
 from scene.errors import SceneError
+from scene.points import store_ply
 from scene.stage_inputs import (
+    SceneViews,
     colmap_command,
     load_training_scene,
     require_train_only_model,
@@ -70,15 +73,9 @@ UNIT_DIVISOR = 5.0
 
 
 @dataclass
-class AlignRequest:
+class AlignRequest(SceneViews):
     """What ``run_alignment`` does (the flags of ``python -m alignment``)."""
 
-    scene_dir: str
-    n_views: int = 0
-    split_protocol: str = "llff"
-    train_views: list[str] = field(default_factory=list)
-    images: str = "images"
-    resolution: int = -1
     prior: str = "depth_pro"
     prior_dir: str = ""  # default: the kind's folder in the scene
     masks_dir: str = ""  # default: <scene>/masks
@@ -179,74 +176,6 @@ def load_prior(req: AlignRequest, folder: str, cam, K: np.ndarray, w2c: np.ndarr
 
 
 # --------------------------------------------------------------------------- outputs
-def voxel_downsample(
-    points: np.ndarray, feats: np.ndarray, max_points: int, iterations: int = 30
-) -> tuple[np.ndarray, np.ndarray, float]:
-    """At most ``max_points`` points, one per voxel (mean position and features), with the
-    smallest voxel side that fits (bisection in log scale).
-
-    Args:
-        points: [N, 3]; feats: [N, F] averaged per voxel (colours, normals ...).
-    Returns:
-        points [M, 3], feats [M, F], the voxel side (0: no downsampling needed).
-    """
-    n = len(points)
-    if n <= max_points:
-        return points, feats, 0.0
-    if max_points < 1:
-        return points[:0], feats[:0], float("inf")
-    origin = points.min(0)
-
-    def keys(size: float) -> np.ndarray:
-        idx = np.floor((points - origin) / size).astype(np.int64)  # [N, 3]
-        dims = idx.max(0) + 1
-        return (idx[:, 0] * dims[1] + idx[:, 1]) * dims[2] + idx[:, 2]
-
-    extent = float((points.max(0) - origin).max())
-    lo, hi = extent * 1e-6, extent * 1.01 + 1e-12  # count(lo) > max_points >= count(hi)
-    for _ in range(iterations):
-        mid = float(np.sqrt(lo * hi))
-        if len(np.unique(keys(mid))) > max_points:
-            lo = mid
-        else:
-            hi = mid
-        if hi / lo < 1.02:  # 2 % on the voxel side: about as many points as asked
-            break
-    _, inv, counts = np.unique(keys(hi), return_inverse=True, return_counts=True)
-    inv = inv.reshape(-1)
-    m = len(counts)
-    avg = np.stack([np.bincount(inv, col, m) for col in np.concatenate([points, feats], 1).T], 1)
-    avg /= counts[:, None]
-    return avg[:, :3], avg[:, 3:], hi
-
-
-def write_ply(path: str, points: np.ndarray, normals: np.ndarray, colors: np.ndarray) -> None:
-    """x y z nx ny nz (float32) red green blue (uchar), binary little endian, atomically.
-
-    Args:
-        points: [N, 3]; normals: [N, 3]; colors: [N, 3] in [0, 1].
-    """
-    from plyfile import PlyData, PlyElement
-
-    names = ["x", "y", "z", "nx", "ny", "nz"]
-    dtype = [(n, "f4") for n in names] + [("red", "u1"), ("green", "u1"), ("blue", "u1")]
-    el = np.empty(len(points), dtype=dtype)
-    for i, n in enumerate(names):
-        el[n] = (points if i < 3 else normals)[:, i % 3]
-    rgb = np.clip(np.round(np.asarray(colors) * 255.0), 0, 255).astype(np.uint8)
-    el["red"], el["green"], el["blue"] = rgb.T
-    tmp = path + ".tmp"
-    PlyData([PlyElement.describe(el, "vertex")], byte_order="<").write(tmp)
-    os.replace(tmp, path)
-
-
-def write_json(path: str, obj) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
-
-
 def write_points_binary(
     path: str, sfm: dict[int, ColmapPoint3D], dense: np.ndarray, rgb: np.ndarray
 ) -> None:
@@ -464,11 +393,11 @@ def run_alignment(req: AlignRequest, scene=None) -> AlignResult:
         _, j = cKDTree(dense).query(sfm_xyz)
         sfm_nrm = normals[j]
     ply_path = os.path.join(out_dir, "points3D.ply")
-    write_ply(
+    store_ply(
         ply_path,
         np.concatenate([sfm_xyz, dense]),
-        np.concatenate([sfm_nrm, normals]),
         np.concatenate([sfm_rgb, colors]),
+        np.concatenate([sfm_nrm, normals]),
     )
     if req.write_png:
         png_dir = os.path.join(out_dir, "residuals")
@@ -527,7 +456,7 @@ def run_alignment(req: AlignRequest, scene=None) -> AlignResult:
         "seconds": seconds,
         "seed": req.seed,
     }
-    write_json(report_path, report)
+    save_json(report_path, report, indent=1)
 
     def fmt(stage: str) -> str:
         s = summary.get(stage)

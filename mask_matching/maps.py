@@ -127,11 +127,6 @@ def write_model(folder: str, net: DescriptorNet, train: list[str]) -> None:
         torch.save({"config": net.config(), "state_dict": state, "train": list(train)}, f)
 
 
-def write_json(path: str, data: dict) -> None:
-    with atomic_write(path) as f:
-        f.write((json.dumps(data, indent=2) + "\n").encode())
-
-
 # ------------------------------------------------------------------------------ reading
 
 

@@ -29,7 +29,6 @@ from mask_matching.maps import (
     OUT_DIR,
     map_file,
     output_dir,
-    write_json,
     write_model,
     write_view_map,
 )
@@ -42,17 +41,13 @@ from mask_matching.report import (
     union_find_summary,
 )
 from mask_matching.union_find import union_find_views
-from priors.io import load_rgb, save_image
+from priors.io import load_rgb, save_image, save_json
 from scene.errors import SceneError
+from scene.stage_inputs import SceneViews
 
 
 @dataclass
-class MatchRequest:
-    scene_dir: str
-    n_views: int = 0
-    split_protocol: str = "llff"
-    train_views: list[str] = field(default_factory=list)
-    images: str = "images"
+class MatchRequest(SceneViews):
     device: str = "auto"
     threads: int = 1  # CPU threads for torch (see run_mask_matching)
     tolerance: float = 0.02
@@ -153,7 +148,7 @@ def _write(scene_dir, req, data: MatchingInput, net, tables, level_ids, uf, repo
                 save_image(os.path.join(tmp, "preview", stem + ".png"), pic)
                 pictures.append(pic)
             save_image(os.path.join(tmp, "preview", "overview.png"), overview(pictures))
-        write_json(os.path.join(tmp, "report.json"), report)
+        save_json(os.path.join(tmp, "report.json"), report)
         with open(os.path.join(tmp, "report.md"), "w") as f:
             f.write(markdown(report))
         meta = {
@@ -168,7 +163,7 @@ def _write(scene_dir, req, data: MatchingInput, net, tables, level_ids, uf, repo
             "match_counts": match_count_matrix(data).tolist(),
             "maps": files,
         }
-        write_json(os.path.join(tmp, META), meta)
+        save_json(os.path.join(tmp, META), meta)
         if os.path.exists(out):
             shutil.rmtree(out)
         os.replace(tmp, out)

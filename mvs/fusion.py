@@ -190,22 +190,22 @@ def count_voxels(points: np.ndarray, size: float) -> int:
 
 
 def voxel_downsample(
-    points: np.ndarray, colors: np.ndarray, max_points: int, iterations: int = 30
+    points: np.ndarray, feats: np.ndarray, max_points: int, iterations: int = 30
 ) -> tuple[np.ndarray, np.ndarray, float]:
-    """At most ``max_points`` points: one per voxel, the mean position and colour of its
+    """At most ``max_points`` points: one per voxel, the mean position and features of its
     points, with the smallest voxel side (found by bisection in log scale) that fits.
 
     Args:
-        points: [N, 3]; colors: [N, 3].
+        points: [N, 3]; feats: [N, F] averaged per voxel (colours, normals ...).
     Returns:
-        points [M, 3], colours [M, 3] with M <= max_points, and the voxel side (0 when no
-        downsampling was needed).
+        points [M, 3], feats [M, F] with M <= max_points (none when ``max_points`` < 1), and
+        the voxel side (0 when no downsampling was needed).
     """
     n = len(points)
     if n <= max_points:
-        return points, colors, 0.0
+        return points, feats, 0.0
     if max_points < 1:
-        raise ValueError("max_points must be >= 1")
+        return points[:0], feats[:0], float("inf")
     origin = points.min(0)
     extent = float((points.max(0) - origin).max())
     lo, hi = extent * 1e-7, extent * 1.01 + 1e-12  # count(lo) > max_points >= count(hi)
@@ -221,9 +221,9 @@ def voxel_downsample(
     _, inv, counts = np.unique(keys, return_inverse=True, return_counts=True)
     inv = inv.reshape(-1)
     m = len(counts)
-    out_p = np.stack([np.bincount(inv, points[:, c], m) for c in range(3)], 1)
-    out_c = np.stack([np.bincount(inv, colors[:, c], m) for c in range(3)], 1)
-    return out_p / counts[:, None], out_c / counts[:, None], hi
+    both = np.concatenate([points, feats], 1)
+    mean = np.stack([np.bincount(inv, col, m) for col in both.T], 1) / counts[:, None]
+    return mean[:, :3], mean[:, 3:], hi
 
 
 def estimate_normals(points: np.ndarray) -> np.ndarray:

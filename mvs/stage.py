@@ -19,7 +19,7 @@ import json
 import os
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -41,24 +41,24 @@ from mvs.plane_sweep import (
     plane_sweep_depth,
     planes_for_step,
 )
+from priors.io import save_json, save_npy
 from scene.colmap_io import read_model
 from scene.errors import SceneError
-from scene.stage_inputs import colmap_command, load_training_scene, require_train_only_model
+from scene.stage_inputs import (
+    SceneViews,
+    colmap_command,
+    load_training_scene,
+    require_train_only_model,
+)
 
 DENSE_DIR = "dense"
 DEPTH_DIR = "depth_mvs"
 
 
 @dataclass
-class MVSRequest:
+class MVSRequest(SceneViews):
     """What ``run_mvs_stage`` does (the CLI flags of ``python -m mvs``)."""
 
-    scene_dir: str
-    n_views: int = 0
-    split_protocol: str = "llff"
-    train_views: list[str] = field(default_factory=list)
-    images: str = "images"
-    resolution: int = -1
     num_planes: int = 128
     plane_step_px: float = 2.0
     max_planes: int = 512
@@ -204,20 +204,6 @@ def coverage(points: np.ndarray, cameras, cell: int = 4) -> dict[str, float]:
 
 
 # --------------------------------------------------------------------------- writing
-def _write_json(path: str, obj) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
-
-
-def _write_npy(path: str, arr: np.ndarray) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        np.save(f, arr)
-    os.replace(tmp, path)
-
-
 def _write_png(path: str, mask: np.ndarray) -> None:
     from PIL import Image
 
@@ -240,13 +226,12 @@ def write_depth_maps(
     for name in names:
         base = os.path.join(folder, name)
         os.makedirs(os.path.dirname(base), exist_ok=True)
-        _write_npy(base + ".npy", depths[name].astype(np.float32))
+        save_npy(base + ".npy", depths[name].astype(np.float32))
         _write_png(base + ".mask.png", depths[name] > 0)
     h, w = depths[names[0]].shape
-    _write_json(
-        meta,
-        {"n_views": n_views, "train": names, "width": w, "height": h, "resolution": resolution},
-    )
+    meta_data = {"n_views": n_views, "train": names, "width": w, "height": h,
+                 "resolution": resolution}  # fmt: skip
+    save_json(meta, meta_data, indent=1)
     return folder
 
 
@@ -262,6 +247,8 @@ def run_mvs_stage(req: MVSRequest, scene=None) -> MVSResult:
     scene_dir = os.path.abspath(req.scene_dir)
     if not os.path.isdir(scene_dir):
         raise SceneError(f"{scene_dir}: no such scene folder (-s)")
+    if req.max_points < 1:
+        raise SceneError(f"--max_points {req.max_points}: must be >= 1")
     try:
         device = pick_stereo_device(req.device)
     except RuntimeError as e:
@@ -415,7 +402,7 @@ def run_mvs_stage(req: MVSRequest, scene=None) -> MVSResult:
         "device": str(device),
         "settings": {k: v for k, v in asdict(req).items() if k not in ("scene_dir", "progress")},
     }
-    _write_json(os.path.join(dense_dir, "report.json"), report)
+    save_json(os.path.join(dense_dir, "report.json"), report, indent=1)
 
     def fmt(x, spec):
         return "n/a" if x is None else format(x, spec)

@@ -101,6 +101,13 @@ def save_npy(path: str, array: np.ndarray) -> None:
     write_file(path, lambda f: np.save(f, array))
 
 
+def save_json(path: str, obj, indent: int = 2) -> None:
+    """``obj`` as JSON (a trailing newline), atomically."""
+    import json
+
+    write_file(path, lambda f: f.write((json.dumps(obj, indent=indent) + "\n").encode()))
+
+
 def save_npz(path: str, compresslevel: int = 1, **arrays: np.ndarray) -> None:
     """An ``.npz`` that ``np.load`` reads, deflated at ``compresslevel`` (0: stored).
 

@@ -221,13 +221,15 @@ def filter_by_tracks(
     return BasicPointCloud(pc.points[keep], pc.colors[keep], normals)
 
 
-def store_ply(path: str, points: np.ndarray, colors: np.ndarray) -> None:
-    """3DGS ``storePly``: x y z nx ny nz (float, normals zero), red green blue (uchar),
-    binary little endian; written to a temporary name, then renamed.
+def store_ply(path: str, points: np.ndarray, colors: np.ndarray,
+              normals: np.ndarray | None = None) -> None:  # fmt: skip
+    """3DGS ``storePly``: x y z nx ny nz (float; zero normals unless given), red green blue
+    (uchar), binary little endian; written to a temporary name, then renamed.
 
     Args:
         points: [N, 3] positions.
         colors: [N, 3] colours in [0, 1].
+        normals: [N, 3] or None (zeros).
     """
     from plyfile import PlyData, PlyElement
 
@@ -244,7 +246,10 @@ def store_ply(path: str, points: np.ndarray, colors: np.ndarray) -> None:
     ]
     el = np.empty(len(points), dtype=dtype)
     el["x"], el["y"], el["z"] = np.asarray(points, dtype=np.float32).T
-    el["nx"] = el["ny"] = el["nz"] = 0.0
+    if normals is None:
+        el["nx"] = el["ny"] = el["nz"] = 0.0
+    else:
+        el["nx"], el["ny"], el["nz"] = np.asarray(normals, dtype=np.float32).T
     rgb = np.clip(np.round(np.asarray(colors) * 255.0), 0, 255).astype(np.uint8)
     el["red"], el["green"], el["blue"] = rgb.T
     tmp = path + ".tmp"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from argparse import ArgumentParser, Namespace
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 import torch
@@ -18,6 +19,19 @@ from scene.colmap_io import detect_model_format
 from scene.errors import SceneError
 
 PROTOCOLS = ["llff", "dtu", "mip360", "custom"]
+
+
+@dataclass
+class SceneViews:
+    """The scene and its training views, as a stage request holds them (the fields of
+    ``scene_view_fields``; each stage's request adds its own settings)."""
+
+    scene_dir: str
+    n_views: int = 0
+    split_protocol: str = "llff"
+    train_views: list[str] = field(default_factory=list)
+    images: str = "images"
+    resolution: int = -1
 
 
 def add_scene_view_args(parser: ArgumentParser, resolution: bool = True) -> None:
@@ -50,9 +64,8 @@ def scene_view_fields(args: Namespace, resolution: bool = True) -> dict:
     return fields
 
 
-def colmap_command(req, n_train: int) -> str:
-    """The colmap_match.py command that makes ``colmap_<n_train>views`` for ``req`` (an
-    object with scene_dir, split_protocol, train_views)."""
+def colmap_command(req: SceneViews, n_train: int) -> str:
+    """The colmap_match.py command that makes ``colmap_<n_train>views`` for ``req``."""
     if req.train_views:
         return (
             f"python colmap_match.py -s {req.scene_dir} --train_views {' '.join(req.train_views)}"
@@ -68,7 +81,7 @@ def train_only_model_dir(scene_dir: str, n_train: int) -> str:
     return os.path.join(os.path.abspath(scene_dir), f"colmap_{n_train}views", "sparse", "0")
 
 
-def require_train_only_model(req, n_train: int, role: str) -> str:
+def require_train_only_model(req: SceneViews, n_train: int, role: str) -> str:
     """The train-only SfM model of ``req``'s split, or a ``SceneError`` naming the command
     that makes it (``role``: what the stage uses it for, for the message)."""
     path = train_only_model_dir(req.scene_dir, n_train)
@@ -77,16 +90,15 @@ def require_train_only_model(req, n_train: int, role: str) -> str:
     return path
 
 
-def load_training_scene(req, device: torch.device | str = "cpu"):
-    """The project's ``Scene`` for ``req``'s split (scene_dir, n_views, split_protocol,
-    train_views, images, resolution) at the training resolution."""
+def load_training_scene(req: SceneViews, device: torch.device | str = "cpu"):
+    """The project's ``Scene`` for ``req``'s split at the training resolution."""
     from scene import Scene  # heavy import, kept local
 
     dataset = SimpleNamespace(
         source_path=req.scene_dir,
         model_path="",
         images=req.images,
-        resolution=getattr(req, "resolution", -1),
+        resolution=req.resolution,
         white_background=False,
         data_device=str(device),
         eval=True,
