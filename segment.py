@@ -21,7 +21,6 @@ The model stays frozen (docs/SEGMENTATION.md). Steps:
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -41,6 +40,7 @@ from arguments import (
 )
 from gaussian.ply import save_ply
 from gaussian_renderer import resolve_backend
+from priors.io import save_json
 from scene import Scene
 from scene.errors import SceneError
 from segmentation import cluster as clu
@@ -443,8 +443,7 @@ def run(args, want_eval: bool) -> dict:
         result["scores"] = scores
         print(format_table(scores))
     result["seconds"] = time.perf_counter() - t_start
-    with open(os.path.join(out_dir, "segmentation.json"), "w") as f:
-        json.dump(result, f, indent=2)
+    save_json(os.path.join(out_dir, "segmentation.json"), result)
     print(f"[segment] wrote {out_dir} ({result['seconds']:.1f} s)")
     return result
 
