@@ -43,6 +43,7 @@ from arguments import (
 )
 from gaussian.dropout import DropGaussian, build_drop
 from gaussian.model import CORE_KEYS, GaussianModel
+from gaussian.opacity_decay import decay_opacity_
 from gaussian.optim import (
     FusedAdam,
     StepSchedule,
@@ -60,6 +61,7 @@ from gaussian_renderer import render, resolve_backend
 from gaussian_renderer.gsplat_backend import load_gsplat_extension
 from scene import Scene
 from scene.errors import SceneError
+from utils.binocular import BinocularConsistency, median_view_depth
 from utils.extra_losses import ExtraLosses, build_extra_losses
 from utils.general_utils import pick_device, seed_everything
 from utils.image_utils import psnr
@@ -166,15 +168,17 @@ def optimizer_step(
 
 
 def build_method(
-    scene: Scene, opt, dataset, pipe, background, backend: str, method=None
+    scene: Scene, opt, dataset, pipe, background, backend: str, method=None, seed: int = 0
 ) -> tuple[Strategy, ExtraLosses | None, StepSchedule | None]:
-    """Strategy, extra loss terms and step schedule for the ROI / densification / depth
-    flags (``method``: their values, or None). With every such flag off this is 3DGS:
-    ``DefaultStrategy.from_opt``, no extra terms, a step every iteration. The priors must
-    already be attached (``attach_training_priors``)."""
+    """Strategy, extra loss terms and step schedule for the ROI / densification / depth /
+    binocular flags (``method``: their values, or None). With every such flag off this is
+    3DGS: ``DefaultStrategy.from_opt``, no extra terms, a step every iteration. The priors
+    must already be attached (``attach_training_priors``); the binocular term still needs
+    its renderer (``BinocularConsistency.bind``)."""
     roi = getattr(method, "roi", None)
     densify = getattr(method, "densify", None)
     depth = getattr(method, "depth", None)
+    reg = getattr(method, "sparse_reg", None)
     train_cams = scene.getTrainCameras()
     gate = None
     if roi is not None and roi.use_mask:
@@ -189,7 +193,16 @@ def build_method(
         opt, scene.cameras_extent, dataset.white_background, densify, gate, train_cams, render_fn
     )
     schedule = build_step_schedule(densify, opt.optimizer_type)
-    return strategy, build_extra_losses(roi, depth), schedule
+    lambda_binocular = getattr(reg, "lambda_binocular", 0.0)
+    binocular = None
+    if lambda_binocular > 0:
+        points = torch.as_tensor(scene.point_cloud.points, dtype=torch.float32)
+        scale = median_view_depth(points, [c.to("cpu") for c in train_cams])
+        binocular = BinocularConsistency(reg.binocular_shift * scale, reg.binocular_from, seed,
+                                         opt.lambda_dssim)  # fmt: skip
+        print(f"Binocular consistency: weight {lambda_binocular}, shifts up to "
+              f"{binocular.max_shift:.4g} (median view depth {scale:.4g})")  # fmt: skip
+    return strategy, build_extra_losses(roi, depth, lambda_binocular, binocular), schedule
 
 
 def cuda_graph_blocker(speed, backend: str, pipe, opt, extra_losses, ssim_fn, optimizer,
@@ -201,7 +214,7 @@ def cuda_graph_blocker(speed, backend: str, pipe, opt, extra_losses, ssim_fn, op
         "--cuda_graphs off": lambda: speed.cuda_graphs == "off",
         "--autograd_nodes stages": lambda: speed.autograd_nodes != "fused",
         f"the {backend} backend": lambda: backend != "gsplat",
-        "prior-based losses": lambda: extra_losses is not None,
+        "extra loss terms": lambda: extra_losses is not None,
         "--ssim_impl torch": lambda: ssim_fn is not fast_ssim,
         "fused SSIM unavailable": lambda: load_fused_ssim(gaussians.device) is None,
         "not 3DGS's Adam": lambda: (
@@ -305,7 +318,7 @@ def training(
     bg_color = [1.0, 1.0, 1.0] if dataset.white_background else [0.0, 0.0, 0.0]
     background = torch.tensor(bg_color, dtype=torch.float32, device=device)
     strategy, extra_losses, step_schedule = build_method(
-        scene, opt, dataset, pipe, background, backend, method
+        scene, opt, dataset, pipe, background, backend, method, args.seed
     )
     densify = getattr(method, "densify", None)
     sparse_adam = opt.optimizer_type == "sparse_adam"
@@ -324,6 +337,14 @@ def training(
     train_cams = scene.getTrainCameras()
     order = torch.Generator().manual_seed(args.seed)
     reg = getattr(method, "sparse_reg", None)
+    if extra_losses is not None and extra_losses.binocular is not None:
+        extra_losses.binocular.bind(
+            lambda cam: render(cam, gaussians, pipe, background, backend=backend, depth=False)
+        )
+    opacity_decay = getattr(reg, "opacity_decay", 1.0)
+    if opacity_decay < 1.0:
+        print(f"Opacity decay: x{opacity_decay} per step until iteration "
+              f"{opt.densify_until_iter}")  # fmt: skip
     drop = build_drop(getattr(reg, "drop_rate", 0.0), getattr(reg, "drop_schedule", "constant"),
                       opt.iterations, device)  # fmt: skip
     if drop is not None:
@@ -435,6 +456,8 @@ def training(
             # so the step below does nothing (as upstream) and the stale mask is never used.
             visible = render_pkg["visibility_filter"] if sparse_adam else None
             optimizer_step(optimizer, visible, iteration, step_schedule)
+            if opacity_decay < 1.0 and iteration < opt.densify_until_iter:
+                decay_opacity_(gaussians, opacity_decay)
             if iteration in checkpoint_iterations:
                 io_start = time.perf_counter()
                 print(f"\n[ITER {iteration}] Saving Checkpoint")
@@ -704,6 +727,10 @@ def main(argv: list[str] | None = None) -> int:
         build_drop(args.drop_rate, args.drop_schedule, 1, "cpu")  # bad values: one line
     except ValueError as exc:
         parser.error(str(exc))
+    if not 0.0 < args.opacity_decay <= 1.0:
+        parser.error(f"--opacity_decay {args.opacity_decay}: give a factor in (0, 1] (1: off)")
+    if args.lambda_binocular < 0 or args.binocular_shift < 0:
+        parser.error("--lambda_binocular and --binocular_shift must be >= 0")
     args.save_iterations.append(args.iterations)
     print("Optimizing " + args.model_path)
     seed_everything(args.seed)

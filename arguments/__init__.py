@@ -176,13 +176,23 @@ class SparseViewParams(ParamGroup):
 
 
 class SparseRegParams(ParamGroup):
-    """Sparse-view regularisation: DropGaussian and the sparse-view preset."""
+    """Sparse-view regularisation: DropGaussian, binocular stereo consistency, opacity
+    decay, and the sparse-view preset."""
 
     _help = {
         "drop_rate": "DropGaussian: probability of leaving each Gaussian out of a training "
         "render, survivors' opacity scaled by 1/(1-p) (0: off; the paper uses 0.1)",
         "drop_schedule": "constant: the rate at every step; linear: from 0 to --drop_rate "
         "over the run",
+        "lambda_binocular": "weight of the binocular stereo consistency term "
+        "(utils/binocular.py; 0: off): each training render is checked against a render "
+        "of the camera shifted sideways, warped back with the rendered depth",
+        "binocular_shift": "largest sideways shift of the binocular term, as a fraction "
+        "of the median depth of the initial points in the training views",
+        "binocular_from": "first iteration of the binocular term",
+        "opacity_decay": "multiply every opacity by this after each optimizer step while "
+        "densifying (Binocular3DGS's opacity decay; 1: off): Gaussians that the images do "
+        "not keep up fade and are pruned",
         "sparse_view": "the sparse-view preset for 3 to 12 views (docs/RESULTS.md, "
         "'Sparse-view preset'): sets the flags listed in arguments.SPARSE_VIEW_PRESET that "
         "the command line does not set itself",
@@ -192,6 +202,10 @@ class SparseRegParams(ParamGroup):
     def __init__(self, parser: ArgumentParser, sentinel: bool = False):
         self.drop_rate = 0.0
         self.drop_schedule = "constant"
+        self.lambda_binocular = 0.0
+        self.binocular_shift = 0.05
+        self.binocular_from = 1000
+        self.opacity_decay = 1.0
         self.sparse_view = False
         super().__init__(parser, "Sparse-view Regularisation Parameters", sentinel)
 

@@ -122,7 +122,13 @@ def test_graphed_step_recaptures(monkeypatch):
 
 def test_graphed_training_run(tmp_path, capsys):
     """train.py with and without CUDA graphs on the demo scene: the graph run says so,
-    records its captures and ends where the eager run ends (test PSNR, size)."""
+    records its captures and ends where the eager run ends (test PSNR, size).
+
+    The rasterizer's backward accumulates with atomics, so two runs of one path differ
+    (by up to a few tenths of a dB here): one run per path failed the 0.3 dB bound about
+    1 time in 12. Each path now runs 3 times (same seed) and the bound holds for the
+    means, whose noise is sqrt(3) times smaller; the spread of each path is in the message.
+    """
     import re
 
     import train as train_script
@@ -131,24 +137,33 @@ def test_graphed_training_run(tmp_path, capsys):
     scene = str(tmp_path / "scene")
     make_demo_scene(scene, width=160, height=120, n_train=4, n_test=2, n_points=3000,
                     supersample=1, progress=False)  # fmt: skip
-    results = {}
-    for mode in ("auto", "off"):
-        model = str(tmp_path / mode)
-        args = ["-s", scene, "-m", model, "--split_protocol", "custom", "--iterations", "1500",
-                "--test_iterations", "1500", "--save_iterations", "1500", "--densify_from_iter",
-                "200", "--densification_interval", "100", "--opacity_reset_interval", "1000",
-                "--cuda_graphs", mode, "--quiet"]  # fmt: skip
-        assert train_script.main(args) == 0
-        results[mode] = json.load(open(f"{model}/training_summary.json"))
-        out = capsys.readouterr().out
-        assert ("CUDA graphs: on" in out) == (mode == "auto"), out
-        results[mode]["psnr"] = float(re.search(r"Evaluating test: L1 \S+ PSNR (\S+)", out)[1])
-    graphed, eager = results["auto"], results["off"]
-    assert abs(graphed["psnr"] - eager["psnr"]) < 0.3, (graphed["psnr"], eager["psnr"])
+    runs: dict[str, list[dict]] = {"auto": [], "off": []}
+    for repeat in range(3):
+        for mode in runs:
+            model = str(tmp_path / f"{mode}{repeat}")
+            args = ["-s", scene, "-m", model, "--split_protocol", "custom", "--iterations",
+                    "1500", "--test_iterations", "1500", "--save_iterations", "1500",
+                    "--densify_from_iter", "200", "--densification_interval", "100",
+                    "--opacity_reset_interval", "1000", "--cuda_graphs", mode,
+                    "--quiet"]  # fmt: skip
+            assert train_script.main(args) == 0
+            summary = json.load(open(f"{model}/training_summary.json"))
+            out = capsys.readouterr().out
+            assert ("CUDA graphs: on" in out) == (mode == "auto"), out
+            summary["psnr"] = float(re.search(r"Evaluating test: L1 \S+ PSNR (\S+)", out)[1])
+            runs[mode].append(summary)
+
+    def mean(mode: str, key: str) -> float:
+        return sum(r[key] for r in runs[mode]) / len(runs[mode])
+
+    psnrs = {mode: [round(r["psnr"], 3) for r in rs] for mode, rs in runs.items()}
+    assert abs(mean("auto", "psnr") - mean("off", "psnr")) < 0.3, psnrs
     # 13 densifications, one opacity reset, one SH step: each replaces the parameters.
-    assert graphed["graph_captures_project"] >= 14
-    assert "graph_captures_project" not in eager
-    assert abs(graphed["num_gaussians"] - eager["num_gaussians"]) < 0.1 * eager["num_gaussians"]
+    for graphed, eager in zip(runs["auto"], runs["off"]):
+        assert graphed["graph_captures_project"] >= 14
+        assert "graph_captures_project" not in eager
+    sizes = mean("auto", "num_gaussians"), mean("off", "num_gaussians")
+    assert abs(sizes[0] - sizes[1]) < 0.1 * sizes[1], sizes
 
 
 def test_graphed_step_with_dropgaussian_matches_eager():

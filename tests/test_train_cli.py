@@ -117,5 +117,5 @@ def test_cuda_graph_blocker_names_the_first_reason():
     assert reason(cuda_graphs="off") == "--cuda_graphs off"
     assert reason(nodes="stages") == "--autograd_nodes stages"
     assert reason(backend="torch", ssim_fn=fast_ssim) == "the torch backend"
-    assert reason(extra=object()) == "prior-based losses"
+    assert reason(extra=object()) == "extra loss terms"
     assert reason() == "--ssim_impl torch"

@@ -10,7 +10,9 @@
 - ``terms``: extra named terms with their weights: ``lpdr`` (utils/lpdr.py), ``depth_ssi``
   ``depth_pearson`` and ``depth_l1`` (utils/depth_losses.py, each inside its iteration
   window, only for views with a depth prior, over the pixels whose rendered alpha exceeds
-  0.5 and whose prior is positive).
+  0.5 and whose prior is positive); ``binocular`` (utils/binocular.py: the render
+  warped from a sideways-shifted camera against the training image, from its start
+  iteration).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from utils.binocular import BinocularConsistency
 from utils.depth_losses import pearson_patch_loss, relative_l1_depth_loss, ssi_depth_loss
 from utils.lpdr import lpdr_coefficients, lpdr_loss
 
@@ -39,6 +42,8 @@ class ExtraLosses:
     depth_patch_size: int = 16
     lambda_depth_l1: float = 0.0
     depth_l1_window: tuple[int, int] = (0, 0)
+    lambda_binocular: float = 0.0
+    binocular: BinocularConsistency | None = None
 
     # LPDR coefficients (band weights) of each view's ground truth, which never changes:
     # image name -> [levels + 1].
@@ -58,7 +63,10 @@ class ExtraLosses:
     def reads_rendered_depth(self) -> bool:
         """Whether some term needs the rendered depth (``render(..., depth=True)``)."""
         return (
-            self.lambda_depth_ssi > 0 or self.lambda_depth_pearson > 0 or (self.lambda_depth_l1 > 0)
+            self.lambda_depth_ssi > 0
+            or self.lambda_depth_pearson > 0
+            or self.lambda_depth_l1 > 0
+            or self.binocular is not None
         )
 
     def l1_weight(self, camera, iteration: int) -> torch.Tensor | None:
@@ -99,17 +107,27 @@ class ExtraLosses:
                     self.lambda_depth_l1,
                     relative_l1_depth_loss(depth, prior, covered),
                 )
+        if self.binocular is not None and self.binocular.active(iteration):
+            out["binocular"] = (self.lambda_binocular, self.binocular.term(render_pkg, camera))
         return out
 
 
-def build_extra_losses(roi=None, depth=None) -> ExtraLosses | None:
-    """From the ROIParams and DepthLossParams values; None when they add nothing."""
+def build_extra_losses(
+    roi=None,
+    depth=None,
+    lambda_binocular: float = 0.0,
+    binocular: BinocularConsistency | None = None,
+) -> ExtraLosses | None:
+    """From the ROIParams and DepthLossParams values and the binocular term (its weight
+    and its ``BinocularConsistency``); None when they add nothing."""
     use_mask = bool(roi is not None and roi.use_mask)
     lambda_lpdr = roi.lambda_lpdr if roi is not None and roi.use_lpdr else 0.0
     ssi = depth.lambda_depth_ssi if depth is not None else 0.0
     pearson = depth.lambda_depth_pearson if depth is not None else 0.0
     depth_l1 = getattr(depth, "lambda_depth_l1", 0.0) if depth is not None else 0.0
-    if not use_mask and lambda_lpdr <= 0 and max(ssi, pearson, depth_l1) <= 0:
+    if binocular is None or lambda_binocular <= 0:
+        binocular, lambda_binocular = None, 0.0
+    if not use_mask and lambda_lpdr <= 0 and max(ssi, pearson, depth_l1) <= 0 and binocular is None:
         return None
     kw = {}
     if roi is not None:
@@ -136,5 +154,7 @@ def build_extra_losses(roi=None, depth=None) -> ExtraLosses | None:
         lambda_depth_ssi=max(ssi, 0.0),
         lambda_depth_pearson=max(pearson, 0.0),
         lambda_depth_l1=max(depth_l1, 0.0),
+        lambda_binocular=lambda_binocular,
+        binocular=binocular,
         **kw,
     )

@@ -1,0 +1,115 @@
+"""Binocular stereo consistency (utils/binocular.py) and opacity decay
+(gaussian/opacity_decay.py) on the CPU."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+import train as train_script
+from gaussian.model import GaussianModel
+from gaussian.opacity_decay import decay_opacity_
+from gaussian_renderer import render
+from scene.cameras import Camera
+from tests.test_sparse_view import common, final_ply, tiny_scene  # noqa: F401 (fixture)
+from utils.binocular import (
+    binocular_loss,
+    median_view_depth,
+    shifted_camera,
+    warp_from_shifted,
+)
+
+
+def _camera(width=40, height=30, f=30.0):
+    return Camera(0, "a.png", np.eye(3), np.zeros(3), f, f, width / 2, height / 2, width,
+                  height)  # fmt: skip
+
+
+def test_shifted_camera_moves_along_its_own_x_axis():
+    R = torch.linalg.matrix_exp(torch.tensor([[0, -0.3, 0.1], [0.3, 0, -0.2], [-0.1, 0.2, 0]]))
+    cam = Camera(0, "a.png", R.double().numpy(), np.array([0.5, -1.0, 2.0]), 30, 30, 20, 15,
+                 40, 30)  # fmt: skip
+    moved = shifted_camera(cam, 0.25)
+    step = moved.camera_center - cam.camera_center
+    x_axis = torch.as_tensor(cam.R[:, 0], dtype=torch.float32)  # camera x in world
+    assert torch.allclose(step, 0.25 * x_axis, atol=1e-6)
+    # A world point keeps its depth and moves by fx * b / z pixels to the left.
+    point = cam.camera_center + 3.0 * torch.as_tensor(cam.R[:, 2], dtype=torch.float32)
+    uv, z = cam.project(point[None])
+    uv2, z2 = moved.project(point[None])
+    assert torch.allclose(z, z2, atol=1e-5)
+    assert math.isclose(float(uv[0, 0] - uv2[0, 0]), 30 * 0.25 / 3.0, rel_tol=1e-4)
+
+
+def test_warp_recovers_a_fronto_parallel_textured_plane():
+    """A plane at depth z seen by the camera shifted by b is the source image moved by
+    fx b / z pixels; warping it back with the true depth gives the source image."""
+    H, W, f, z, b = 30, 40, 30.0, 3.0, 0.3  # disparity 3 px
+    u = torch.arange(W, dtype=torch.float32)
+    source = torch.stack([torch.sin(u / 3.0), torch.cos(u / 5.0), u / W]).unsqueeze(1)
+    source = source.expand(3, H, W).contiguous()
+    disparity = f * b / z
+    virtual = torch.stack([torch.sin((u + disparity) / 3.0), torch.cos((u + disparity) / 5.0),
+                           (u + disparity) / W]).unsqueeze(1).expand(3, H, W)  # fmt: skip
+    depth = torch.full((1, H, W), z)
+    warped, valid = warp_from_shifted(virtual, depth, f, b)
+    # Valid where u - 3 stays inside the virtual image: every column but the first three.
+    assert valid[0, :, 4:].all() and not valid[0, :, :2].any()
+    inside = valid.expand_as(warped)
+    assert torch.allclose(warped[inside], source[inside], atol=1e-5)
+    assert float(binocular_loss(warped, valid, source, 0.0)) < 1e-5
+    # A wrong depth costs loss, and its gradient points towards the right depth.
+    wrong = torch.full((1, H, W), 2.5, requires_grad=True)
+    warped, valid = warp_from_shifted(virtual, wrong, f, b)
+    loss = binocular_loss(warped, valid, source, 0.0)
+    loss.backward()
+    assert float(loss.detach()) > 1e-2 and float(wrong.grad.sum()) < 0  # raise the depth
+
+
+def test_median_view_depth():
+    cam = _camera()
+    points = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 2.0], [0.0, 0.0, 4.0], [0, 0, -3.0]])
+    assert median_view_depth(points, [cam]) == 2.0
+
+
+def test_opacity_decay_scales_the_activated_opacity():
+    model = GaussianModel.from_points(torch.rand(50, 3), torch.rand(50, 3), 0)
+    model.params["opacities"].data.uniform_(-3, 3)
+    before = model.get_opacity.clone()
+    decay_opacity_(model, 0.9)
+    assert torch.allclose(model.get_opacity, 0.9 * before, atol=1e-5)
+
+
+def test_binocular_and_decay_train_and_change_the_run(tiny_scene, tmp_path):  # noqa: F811
+    plain, bino, decay = (str(tmp_path / n) for n in ("plain", "bino", "decay"))
+    assert train_script.main(common(tiny_scene, plain)) == 0
+    assert train_script.main(common(tiny_scene, bino) + ["--lambda_binocular", "1",
+                             "--binocular_from", "2"]) == 0  # fmt: skip
+    assert train_script.main(common(tiny_scene, decay) + ["--opacity_decay", "0.9"]) == 0
+    for other in (bino, decay):
+        a, b = final_ply(plain), final_ply(other)
+        assert a.shape != b.shape or not np.allclose(a, b)
+    assert np.isfinite(final_ply(bino)).all()
+
+
+def test_binocular_term_reaches_geometry_through_depth(tiny_scene):  # noqa: F811
+    """One term on a real render: finite, and with a gradient on the means."""
+    from types import SimpleNamespace
+
+    from utils.binocular import BinocularConsistency
+
+    torch.manual_seed(0)
+    model = GaussianModel.from_points(torch.randn(200, 3) * 0.3, torch.rand(200, 3), 0)
+    cam = Camera(0, "a.png", np.eye(3), np.array([0.0, 0.0, 3.0]), 40, 40, 20, 15, 40, 30,
+                 image=torch.rand(3, 30, 40))  # fmt: skip
+    pipe = SimpleNamespace(debug=False, antialiasing=False, compute_cov3D_python=False,
+                           convert_SHs_python=False)  # fmt: skip
+    bg = torch.zeros(3)
+    term = BinocularConsistency(0.3, start=0, seed=1)
+    term.bind(lambda c: render(c, model, pipe, bg, backend="torch", depth=False))
+    pkg = render(cam, model, pipe, bg, backend="torch", depth=True)
+    value = term.term(pkg, cam)
+    value.backward()
+    assert torch.isfinite(value.detach()) and model.params["means"].grad.abs().sum() > 0
