@@ -51,6 +51,12 @@ def build_parser() -> ArgumentParser:
         "--min_views", type=int, default=d.min_views, help="agreeing views, reference included"
     )
     p.add_argument("--max_points", type=int, default=d.max_points, help="fused point budget")
+    p.add_argument(
+        "--max_sources",
+        type=int,
+        default=d.max_sources,
+        help="source views swept per reference view (those facing most alike)",
+    )
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cuda or cpu")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -72,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         max_rel_depth=args.max_rel_depth,
         min_views=args.min_views,
         max_points=args.max_points,
+        max_sources=args.max_sources,
         device=args.device,
         overwrite=args.overwrite,
         progress=not args.quiet,

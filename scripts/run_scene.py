@@ -11,7 +11,10 @@ with one line saying why):
 ====================  =====================================================  ===========
 stage                 command                                                when
 ====================  =====================================================  ===========
-sfm                   colmap_match.py -s S (full SfM)                         no sparse/0
+convert               scripts/prepare_{llff,dtu,blender}.py --src S --out    LLFF, DTU or
+                      <work>/<scene>_colmap (known poses -> COLMAP folder;   NeRF poses
+                      every later stage reads that folder)
+sfm                   colmap_match.py -s S (full SfM)                         no poses
 colmap_views          colmap_match.py -s S --n_views N --split_protocol P     --n_views
 masks                 extract_mask.py -s S --mode auto (SAM 2 with weights,   always
                       else the classical backend; --no_sam2: classical)
@@ -38,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -94,23 +98,55 @@ def is_done(stage: Stage, model: Path) -> bool:
     return stamp.stat().st_mtime >= newest_mtime(inputs)
 
 
-def plan(args: argparse.Namespace, scene: Path, model: Path, train_extra: list[str]):
-    """The stages to run, in order, and one line for each stage left out."""
+def convert_stage(args: argparse.Namespace, src: Path, work: Path) -> Stage | None:
+    """The stage that turns a scene whose known poses are not a COLMAP model (LLFF
+    poses_bounds.npy, DTU cameras.npz, NeRF/instant-ngp transforms) into a COLMAP scene
+    folder under ``work`` (scripts/prepare_*.py), so that every COLMAP-based stage runs on
+    it; None for a COLMAP scene or a folder of photos (full SfM)."""
+    if (src / "sparse" / "0").is_dir():
+        return None
+    py, out = sys.executable, work / f"{src.name}_colmap"
+    views = ["--n_views", str(args.n_views)] if args.n_views else []
+    if (src / "poses_bounds.npy").exists():
+        # LLFF's images_<k> folders are its downscaled copies: -i images_4 means factor 4.
+        factor = re.fullmatch(r"images_(\d+)", args.images)
+        cmd = [py, "scripts/prepare_llff.py", "--factor", factor[1] if factor else "1"]
+    elif (src / "cameras.npz").exists():
+        cmd = [py, "scripts/prepare_dtu.py"]
+    elif (src / "transforms_train.json").exists():
+        cmd = [py, "scripts/prepare_blender.py"]
+    elif (src / "transforms.json").exists():
+        cmd = [py, "scripts/prepare_blender.py", "--transforms", "transforms.json"]
+    else:
+        return None
+    cmd += ["--src", str(src), "--out", str(out), *views, "--overwrite"]
+    return Stage("convert", cmd, [src / args.images], [out / "sparse" / "0"])
+
+
+def plan(args: argparse.Namespace, scene: Path, model: Path, train_extra: list[str],
+         convert: Stage | None = None):  # fmt: skip
+    """The stages to run, in order, and one line for each stage left out. With
+    ``convert``, that stage comes first and every other stage reads the folder it writes."""
     py = sys.executable
-    s = ["-s", str(scene), "-i", args.images]
-    images = scene / args.images
+    stages: list[Stage] = []
+    skipped: list[str] = []
+    images_dir = args.images
+    if convert is not None:
+        stages.append(convert)
+        scene, images_dir = convert.outputs[0].parents[1], "images"
+    s = ["-s", str(scene), "-i", images_dir]
+    images = scene / images_dir
     n, proto = args.n_views, args.split_protocol
     views = ["--n_views", str(n), "--split_protocol", proto] if n else []
     # Without --n_views, the custom protocol still picks the views (the scene's split.json).
     train_views = views or (["--split_protocol", "custom"] if proto == "custom" else [])
-    stages: list[Stage] = []
-    skipped: list[str] = []
-    has_poses = (scene / "sparse" / "0").is_dir() or any((scene / f).exists() for f in POSE_FILES)
+    colmap_model = (scene / "sparse" / "0").is_dir() or convert is not None
+    has_poses = colmap_model or any((scene / f).exists() for f in POSE_FILES)
     if not has_poses:
         stages.append(Stage("sfm", [py, "colmap_match.py", *s], [images], [scene / "sparse/0"]))
     colmap_views = scene / f"colmap_{n}views"
-    sfm_up = ["sfm"] if not has_poses else []
-    colmap_ok = n and ((scene / "sparse" / "0").is_dir() or not has_poses)
+    sfm_up = ["convert"] if convert is not None else ["sfm"] if not has_poses else []
+    colmap_ok = n and (colmap_model or not has_poses)
     if colmap_ok:
         stages.append(Stage("colmap_views", [py, "colmap_match.py", *s, *views, "--overwrite"],
                             [images], [colmap_views], sfm_up))  # fmt: skip
@@ -120,7 +156,7 @@ def plan(args: argparse.Namespace, scene: Path, model: Path, train_extra: list[s
     if args.no_sam2:
         mask_cmd += ["--backend", "classical"]
         print("[run_scene] masks: classical backend (--no_sam2)")
-    stages.append(Stage("masks", mask_cmd, [images], [scene / "masks"]))
+    stages.append(Stage("masks", mask_cmd, [images], [scene / "masks"], sfm_up[:1]))
     if args.depth_model:
         stages.append(Stage("depth", [py, "predepth.py", *s, "--depth_model", args.depth_model],
                             [images], [scene / "depth_pro"]))  # fmt: skip
@@ -130,7 +166,8 @@ def plan(args: argparse.Namespace, scene: Path, model: Path, train_extra: list[s
         stages.append(Stage("mask_matching", [py, "-m", "mask_matching", *s, *views,
                                               "--overwrite"],
                             [], [scene / "mask_matching"], ["masks", "colmap_views"]))  # fmt: skip
-        stages.append(Stage("mvs", [py, "-m", "mvs", *s, *views, "--overwrite"], [],
+        mvs_cmd = [py, "-m", "mvs", *s, *views, "--overwrite", *shlex.split(args.mvs_args)]
+        stages.append(Stage("mvs", mvs_cmd, [],
                             [colmap_views / "dense" / "points3D.ply", scene / "depth_mvs"],
                             ["colmap_views"]))  # fmt: skip
         prior = "depth_pro" if args.depth_model else "mvs"
@@ -217,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no_sam2", action="store_true", help="classical masks even with weights")
     p.add_argument("--depth_model", default="", help="Depth Pro weights folder (predepth.py)")
     p.add_argument("--segment_args", default="", help="more segment.py flags, one string")
+    p.add_argument("--mvs_args", default="",
+                   help="more python -m mvs flags, one string ('--max_planes 96')")  # fmt: skip
     p.add_argument("--work", default=str(REPO / "output" / "scenes"),
                    help="where a read-only scene is copied")  # fmt: skip
     p.add_argument("--force", nargs="*", default=[], help="stages to run even when done")
@@ -227,9 +266,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {src / args.images}: no image folder; put the photos there or pass -i",
               file=sys.stderr)  # fmt: skip
         return 1
-    scene = src if args.dry_run else writable_scene(src, Path(args.work))
+    convert = convert_stage(args, src, Path(args.work).resolve())
+    # A converted scene is written under --work: the source itself is only read.
+    scene = src if args.dry_run or convert else writable_scene(src, Path(args.work))
     model = Path(args.model or REPO / "output" / src.name).resolve()
-    stages, skipped = plan(args, scene, model, train_extra)
+    stages, skipped = plan(args, scene, model, train_extra, convert)
     unknown = set(args.force) - {st.name for st in stages}
     if unknown:
         print(f"error: --force {sorted(unknown)}: not stages of this run", file=sys.stderr)

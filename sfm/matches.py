@@ -150,12 +150,18 @@ def build_train_matches(
 
 
 def check_match_graph(
-    pair_counts: dict[tuple[str, str], int], names: list[str], min_matches: int
+    pair_counts: dict[tuple[str, str], int],
+    names: list[str],
+    min_matches: int,
+    connected: bool = True,
 ) -> str | None:
     """Why the training views cannot be triangulated together, or None when they can.
 
-    Every view needs a pair with >= ``min_matches`` inliers, and those pairs must connect
-    all views into one group (otherwise the points of each group float apart).
+    Every view needs a pair with >= ``min_matches`` inliers; with ``connected`` those pairs
+    must also join all views into one group, as SfM needs (the cameras of separate groups
+    would float apart). Triangulation from known poses does not: every group's points land
+    in the one world frame of the poses (e.g. 12 views around an object, whose far sides
+    share no features).
     """
     parent = {n: n for n in names}
 
@@ -177,7 +183,7 @@ def check_match_graph(
             f">= {min_matches} inlier matches"
         )
     groups = {find(n) for n in names}
-    if len(groups) > 1:
+    if connected and len(groups) > 1:
         return f"the views fall into {len(groups)} unconnected groups"
     return None
 

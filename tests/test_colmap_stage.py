@@ -148,6 +148,7 @@ def test_match_graph_checks():
     split = {("a", "b"): 50, ("c", "d"): 50, ("a", "c"): 0, ("a", "d"): 1, ("b", "c"): 0,
              ("b", "d"): 0}  # fmt: skip
     assert "2 unconnected groups" in check_match_graph(split, four, 15)
+    assert check_match_graph(split, four, 15, connected=False) is None  # known poses
     assert format_pair_counts(lonely).startswith("b-c: 0, a-c: 3")
 
 

@@ -245,3 +245,26 @@ def test_stage_end_to_end_on_a_synthetic_scene(tmp_path, texture, monkeypatch):
     assert not leftovers
     with pytest.raises(Exception, match="--overwrite"):
         run_mvs_stage(req, scene=fake)
+
+
+def test_sources_are_the_views_facing_most_alike():
+    """12 cameras on a circle looking at its centre: each reference sweeps its 4 nearest
+    neighbours (the far side shares nothing with it); with 3 views, both others."""
+    from mvs.stage import select_sources
+
+    def looking_at_centre(angle: float) -> torch.Tensor:
+        centre = torch.tensor([math.sin(angle), 0.0, -math.cos(angle)]) * 4.0
+        z = -centre / centre.norm()  # towards the origin
+        x = torch.linalg.cross(torch.tensor([0.0, 1.0, 0.0]), z)
+        x = x / x.norm()
+        R = torch.stack([x, torch.linalg.cross(z, x), z])  # rows: camera axes in world
+        w2c = torch.eye(4)
+        w2c[:3, :3], w2c[:3, 3] = R, -R @ centre
+        return w2c
+
+    K = torch.eye(3)
+    ring = [StereoView(f"v{i}", torch.zeros(3, 4, 4), K, looking_at_centre(i * math.pi / 6))
+            for i in range(12)]  # fmt: skip
+    assert sorted(select_sources(ring, 0, 4)) == [1, 2, 10, 11]
+    assert sorted(select_sources(ring, 5, 2)) == [4, 6]
+    assert select_sources(ring[:3], 1, 4) == [0, 2]

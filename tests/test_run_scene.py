@@ -91,3 +91,28 @@ def test_photos_without_poses_to_a_trained_model(tmp_path, capsys):
     assert not (Path(photos) / "sparse").exists()  # the shared data stays untouched
     assert (model / "point_cloud" / "iteration_20" / "point_cloud.ply").is_file()
     assert (model / "results.json").is_file()
+
+
+def test_known_poses_in_other_formats_are_converted_first(tmp_path, capsys):
+    """An LLFF folder (poses_bounds.npy, images_4/) gets a convert stage into --work, and
+    every COLMAP-based stage then reads the converted folder; a COLMAP folder gets none."""
+    llff = tmp_path / "llff"
+    (llff / "images_4").mkdir(parents=True)
+    (llff / "poses_bounds.npy").write_bytes(b"")
+    work = tmp_path / "work"
+    args = [str(llff), "-m", str(tmp_path / "m"), "-i", "images_4", "--n_views", "12",
+            "--work", str(work), "--dry_run"]  # fmt: skip
+    assert run_scene.main(args) == 0
+    out = capsys.readouterr().out
+    converted = work / "llff_colmap"
+    assert f"prepare_llff.py --factor 4 --src {llff} --out {converted} --n_views 12" in out
+    lines = [line for line in out.splitlines() if "would run" in line]
+    assert lines[0].startswith("[run_scene] convert:")
+    for stage in ("colmap_views", "mask_matching", "mvs", "alignment", "train"):
+        (line,) = [x for x in lines if x.startswith(f"[run_scene] {stage}:")]
+        assert f"-s {converted} -i images" in line, line
+    colmap = tmp_path / "colmap"
+    (colmap / "sparse" / "0").mkdir(parents=True)
+    (colmap / "images").mkdir()
+    assert run_scene.main([str(colmap), "-m", str(tmp_path / "m2"), "--dry_run"]) == 0
+    assert "convert" not in capsys.readouterr().out

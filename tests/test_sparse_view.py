@@ -201,12 +201,17 @@ def test_depth_l1_on_mvs_depth_trains(tiny_scene, tmp_path):
 def test_sparse_view_preset_fills_only_unset_flags(monkeypatch):
     import arguments
 
-    args = Namespace(sparse_view=True, init="auto", iterations=1234)
-    assert apply_sparse_view_preset(args, ["--sparse_view"]) == ["--init dense"]
+    args = Namespace(sparse_view=True, init="auto", iterations=1234, densify_until_iter=15000)
+    assert apply_sparse_view_preset(args, ["--sparse_view"]) == [
+        "--init dense",
+        "--densify_until_iter 0",
+    ]
     assert args.init == SPARSE_VIEW_PRESET["init"] == "dense"
-    given = Namespace(sparse_view=True, init="sfm", iterations=1234)
-    assert apply_sparse_view_preset(given, ["--sparse_view", "--init=sfm"]) == []
-    assert given.init == "sfm"  # the command line wins
+    assert args.densify_until_iter == 0
+    given = Namespace(sparse_view=True, init="sfm", iterations=1234, densify_until_iter=15000)
+    argv = ["--sparse_view", "--init=sfm", "--densify_until_iter", "15000"]
+    assert apply_sparse_view_preset(given, argv) == []
+    assert given.init == "sfm" and given.densify_until_iter == 15000  # the command line wins
     # Values may be functions of the parsed arguments (e.g. a schedule over --iterations).
     monkeypatch.setitem(arguments.SPARSE_VIEW_PRESET, "position_lr_max_steps",
                         lambda a: a.iterations)  # fmt: skip
@@ -215,6 +220,20 @@ def test_sparse_view_preset_fills_only_unset_flags(monkeypatch):
     assert args.position_lr_max_steps == 1234
     off = Namespace(sparse_view=False, init="auto")
     assert apply_sparse_view_preset(off, []) == [] and off.init == "auto"
+
+
+def test_densify_until_0_keeps_the_initial_set_and_equals_1(tiny_scene, tmp_path):
+    """The preset's --densify_until_iter 0: no clone, split, prune or opacity reset (the set
+    keeps its initial size), the same run as the measured 1."""
+    runs = {}
+    for until in ("0", "1"):
+        model = str(tmp_path / until)
+        args = common(tiny_scene, model) + ["--init", "random", "--random_init", "300",
+                                            "--densify_until_iter", until]  # fmt: skip
+        assert train_script.main(args) == 0
+        runs[until] = final_ply(model)
+    assert runs["0"].shape[0] == 300
+    assert np.array_equal(runs["0"], runs["1"])
 
 
 def test_init_aligned_names_the_alignment_command(tiny_scene, tmp_path, capsys):
