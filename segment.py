@@ -346,23 +346,38 @@ def run(args, want_eval: bool) -> dict:
     timings: dict[str, float] = {}
 
     t = time.perf_counter()
-    feats, source_names, weights = gather_features(args, model, scene, pipe, bg, backend,
-                                                   ply_path, out_dir, iteration)  # fmt: skip
+    grows = bool(args.click or args.seed_point or args.seed_cluster >= 0)
+    if args.cluster == "kmeans" or grows:
+        feats, source_names, weights = gather_features(args, model, scene, pipe, bg, backend,
+                                                       ply_path, out_dir, iteration)  # fmt: skip
+    else:  # the geometric method reads no features
+        feats, source_names, weights = np.zeros((n, 0), np.float32), [], np.zeros((n, 0))
     timings["features_s"] = time.perf_counter() - t
 
     xyz = model.get_xyz.detach().cpu().numpy()
     opacity = model.get_opacity.detach().cpu().numpy()
     t = time.perf_counter()
-    emb = clu.joint_embedding(xyz, feats, args.w_xyz, args.w_feat, scene.cameras_extent)
-    labels, _ = clu.kmeans_labels(emb, args.k, opacity, seed=args.cluster_seed,
-                                  minibatch_above=args.minibatch_above)  # fmt: skip
-    labels = clu.relabel_by_size(labels, args.k, opacity)
-    timings["kmeans_s"] = time.perf_counter() - t
+    geometry = None
+    if args.cluster == "geometric":
+        from segmentation.geometric import geometric_labels
+
+        labels, geometry = geometric_labels(
+            xyz, opacity, args.k - 1, scene.cameras_extent, args.plane_threshold,
+            args.object_eps, seed=args.cluster_seed,
+        )  # fmt: skip
+        what = f"support plane + {geometry['objects_found']} objects"
+    else:
+        emb = clu.joint_embedding(xyz, feats, args.w_xyz, args.w_feat, scene.cameras_extent)
+        labels, _ = clu.kmeans_labels(emb, args.k, opacity, seed=args.cluster_seed,
+                                      minibatch_above=args.minibatch_above)  # fmt: skip
+        labels = clu.relabel_by_size(labels, args.k, opacity)
+        what = f"KMeans k={args.k} ({emb.shape[1]} dims)"
+    timings["cluster_s"] = time.perf_counter() - t
     np.save(os.path.join(out_dir, "labels.npy"), labels.astype(np.int32))
     plys = write_cluster_plys(model, labels, args.k, out_dir)
     print(
-        f"[segment] KMeans k={args.k} on {n} Gaussians ({emb.shape[1]} dims): "
-        f"{timings['kmeans_s']:.1f} s; wrote labels.npy and {len(plys)} cluster PLYs"
+        f"[segment] {what} on {n} Gaussians: {timings['cluster_s']:.1f} s; wrote labels.npy "
+        f"and {len(plys)} cluster PLYs"
     )
 
     # Region growing (a seed flag) or a chosen cluster gives the selected segment.
@@ -425,6 +440,8 @@ def run(args, want_eval: bool) -> dict:
         "feature_sources": source_names,
         "feature_channels": int(feats.shape[1]),
         "mean_source_weights": weights.mean(0).tolist(),
+        "cluster": args.cluster,
+        "geometry": geometry,
         "w_xyz": args.w_xyz,
         "w_feat": args.w_feat,
         "selection": {**info, "n_selected": int(selection.sum())}

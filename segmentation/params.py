@@ -61,7 +61,28 @@ def add_segmentation_args(parser: ArgumentParser) -> None:
     u.add_argument("--fusion", choices=["concat", "sum"], default="concat")
 
     c = parser.add_argument_group("Segmentation Clustering")
-    c.add_argument("--k", type=int, default=10, help="number of KMeans clusters")
+    c.add_argument("--k", type=int, default=10, help="number of clusters (geometric: 1 + objects)")
+    c.add_argument(
+        "--cluster",
+        choices=["kmeans", "geometric"],
+        default="kmeans",
+        help="kmeans: KMeans on [xyz, features]; geometric: the support plane (RANSAC) and "
+        "the k-1 largest connected objects on it (DBSCAN), no features needed "
+        "(segmentation/geometric.py)",
+    )
+    c.add_argument(
+        "--plane_threshold",
+        type=float,
+        default=0.01,
+        help="geometric: distance to the support plane, as a fraction of the scene scale",
+    )
+    c.add_argument(
+        "--object_eps",
+        type=float,
+        default=0.02,
+        help="geometric: DBSCAN radius joining Gaussians of one object (fraction of the scene "
+        "scale)",
+    )
     c.add_argument("--w_xyz", type=float, default=1.0, help="weight of xyz / scene_scale")
     c.add_argument("--w_feat", type=float, default=1.0, help="weight of the features")
     c.add_argument(
