@@ -32,6 +32,7 @@ from arguments import (
     BackendParams,
     DensifyParams,
     DepthLossParams,
+    MaskRegParams,
     ModelParams,
     OptimizationParams,
     PipelineParams,
@@ -59,6 +60,7 @@ from gaussian.strategy.factory import build_strategy
 from gaussian.strategy.roi import ROIGate, far_scene_depths
 from gaussian_renderer import render, resolve_backend
 from gaussian_renderer.gsplat_backend import load_gsplat_extension
+from mask_matching.maps import check_meta, load_descriptor_maps, load_meta, target_views
 from scene import Scene
 from scene.errors import SceneError
 from utils.binocular import BinocularConsistency, median_view_depth
@@ -66,6 +68,7 @@ from utils.extra_losses import ExtraLosses, build_extra_losses
 from utils.general_utils import pick_device, seed_everything
 from utils.image_utils import psnr
 from utils.loss_utils import fast_ssim, l1_dssim_loss, l1_loss, load_fused_ssim, ssim
+from utils.mask_visibility import MaskVisibility
 from utils.roi import attach_training_priors, weighted_l1
 from utils.training_guard import (
     LastGoodState,
@@ -109,10 +112,12 @@ def initial_gaussians(scene: Scene, sh_degree: int, device: torch.device) -> Gau
 
 
 def render_step(camera, gaussians, pipe, bg, backend: str, depth: bool = True,
-                fused: bool = True, drop: DropGaussian | None = None) -> dict:  # fmt: skip
+                fused: bool = True, drop: DropGaussian | None = None,
+                features: torch.Tensor | None = None) -> dict:  # fmt: skip
+    """The training render; ``features`` [N, C]: extra channels in the same pass."""
     gain = None if drop is None else drop.gain(gaussians.num_gaussians)
     return render(camera, gaussians, pipe, bg, backend=backend, depth=depth, fused=fused,
-                  opacity_gain=gain)  # fmt: skip
+                  opacity_gain=gain, features=features)  # fmt: skip
 
 
 def compute_losses(
@@ -202,7 +207,33 @@ def build_method(
                                          opt.lambda_dssim)  # fmt: skip
         print(f"Binocular consistency: weight {lambda_binocular}, shifts up to "
               f"{binocular.max_shift:.4g} (median view depth {scale:.4g})")  # fmt: skip
-    return strategy, build_extra_losses(roi, depth, lambda_binocular, binocular), schedule
+    mask_vis = build_mask_visibility(scene, getattr(method, "mask_reg", None), background.device)
+    extra = build_extra_losses(roi, depth, lambda_binocular, binocular, mask_vis)
+    return strategy, extra, schedule
+
+
+def build_mask_visibility(scene: Scene, mask_reg, device: torch.device) -> MaskVisibility | None:
+    """The mask-visibility term for ``--lambda_mask_vis`` > 0 (None otherwise): the
+    descriptor maps of ``python -m mask_matching`` at training resolution, and each view's
+    target views by match count."""
+    if mask_reg is None or mask_reg.lambda_mask_vis <= 0:
+        return None
+    cams = scene.getTrainCameras()
+    names = [c.image_name for c in cams]
+    sizes = {c.image_name: (c.image_height, c.image_width) for c in cams}
+    maps = load_descriptor_maps(scene.source_path, names, sizes, device)
+    by_name = {c.image_name: c.to(device) for c in cams}
+    targets = {
+        n: [
+            by_name[t] for t in target_views(scene.source_path, names, n, mask_reg.mask_vis_targets)
+        ]  # fmt: skip
+        for n in names
+    }
+    print(f"Mask visibility: weight {mask_reg.lambda_mask_vis}, tau {mask_reg.mask_vis_tau}, "
+          f"steps {mask_reg.mask_vis_from}-{mask_reg.mask_vis_until}, "
+          f"{max(len(t) for t in targets.values())} target views per view")  # fmt: skip
+    return MaskVisibility(maps, targets, mask_reg.lambda_mask_vis, mask_reg.mask_vis_tau,
+                          mask_reg.mask_vis_from, mask_reg.mask_vis_until)  # fmt: skip
 
 
 def cuda_graph_blocker(speed, backend: str, pipe, opt, extra_losses, ssim_fn, optimizer,
@@ -291,9 +322,10 @@ def training(
     method=None,
 ) -> GaussianModel:
     """3DGS training. ``method`` holds the ROIParams / DensifyParams / DepthLossParams /
-    SparseRegParams values as attributes ``roi``, ``densify``, ``depth``, ``sparse_reg``
-    (None: plain 3DGS). ``args.seed`` seeds every random choice: the initial random
-    points, the order of the training views, DropGaussian's masks (seed_everything)."""
+    SparseRegParams / MaskRegParams values as attributes ``roi``, ``densify``, ``depth``,
+    ``sparse_reg``, ``mask_reg`` (None: plain 3DGS). ``args.seed`` seeds every random
+    choice: the initial random points, the order of the training views, DropGaussian's
+    masks (seed_everything)."""
     marks = {"start": time.perf_counter()}  # phase boundaries for training_summary.json
     device = pick_device("cuda")
     backend = resolve_backend(backend_args.backend, device)
@@ -304,6 +336,10 @@ def training(
         scene.getTrainCameras(), scene.source_path, getattr(method, "roi", None),
         getattr(method, "depth", None),
     )  # fmt: skip
+    mask_reg = getattr(method, "mask_reg", None)
+    if mask_reg is not None and mask_reg.lambda_mask_vis > 0:  # the descriptor maps exist?
+        names = [c.image_name for c in scene.getTrainCameras()]
+        check_meta(load_meta(scene.source_path), scene.source_path, names)
     created = not os.path.isdir(args.model_path) if args.model_path else True
     try:
         tb_writer = prepare_output_and_logger(args)
@@ -396,8 +432,13 @@ def training(
         if graphed is not None and iteration > first_iter and not pipe.debug:
             render_pkg, loss, terms = graphed.step(camera, bg if opt.random_background else None)
         else:
+            features = (
+                None
+                if extra_losses is None
+                else extra_losses.render_features(gaussians, camera, iteration)
+            )
             render_pkg = render_step(camera, gaussians, pipe, bg, backend, render_depth, fused,
-                                     drop)  # fmt: skip
+                                     drop, features)  # fmt: skip
             strategy.step_pre_backward(render_pkg, state, iteration)
             loss, terms = compute_losses(render_pkg, camera, opt, ssim_fn, extra_losses,
                                          iteration, fused)  # fmt: skip
@@ -697,6 +738,7 @@ def build_parser() -> tuple[ArgumentParser, dict]:
         "densify": DensifyParams(parser),
         "depth": DepthLossParams(parser),
         "sparse_reg": SparseRegParams(parser),
+        "mask_reg": MaskRegParams(parser),
     }
     parser.add_argument("--debug_from", type=int, default=-1)
     parser.add_argument("--detect_anomaly", action="store_true", default=False)
@@ -710,9 +752,9 @@ def build_parser() -> tuple[ArgumentParser, dict]:
 
 
 def method_args(groups: dict, args: Namespace) -> Namespace:
-    """The ROI / densification / depth / sparse-view regularisation flag values as
+    """The ROI / densification / depth / sparse-view / mask regularisation flag values as
     ``training``'s ``method``."""
-    keys = ("roi", "densify", "depth", "sparse_reg")
+    keys = ("roi", "densify", "depth", "sparse_reg", "mask_reg")
     return Namespace(**{k: groups[k].extract(args) for k in keys})
 
 

@@ -210,6 +210,29 @@ class SparseRegParams(ParamGroup):
         super().__init__(parser, "Sparse-view Regularisation Parameters", sentinel)
 
 
+class MaskRegParams(ParamGroup):
+    """Mask regularisation (RegSegField): the mask-visibility loss over the descriptor maps of
+    ``python -m mask_matching`` (utils/mask_visibility.py)."""
+
+    _help = {
+        "lambda_mask_vis": "weight of the mask-visibility loss (0: off; RegSegField: 0.05 on "
+        "DTU, 0.01 on mip-NeRF 360), times the 2-0-2-0.1 ramp over steps 0/1000/2000/8000",
+        "mask_vis_tau": "other training views that must see a Gaussian in the same segment "
+        "(RegSegField: 2 on DTU, 1 on mip-NeRF 360)",
+        "mask_vis_from": "the loss is active after this step",
+        "mask_vis_until": "and before this one",
+        "mask_vis_targets": "target views per source view, most COLMAP matches first",
+    }
+
+    def __init__(self, parser: ArgumentParser, sentinel: bool = False):
+        self.lambda_mask_vis = 0.0
+        self.mask_vis_tau = 1
+        self.mask_vis_from = 800
+        self.mask_vis_until = 8000
+        self.mask_vis_targets = 6
+        super().__init__(parser, "Mask Regularisation Parameters", sentinel)
+
+
 # What --sparse_view sets (flag -> value, or a function of the parsed arguments), each only
 # where the command line leaves it unset: the best combination measured on LLFF fern and DTU
 # scan24 at 3 views (docs/RESULTS.md, "Sparse-view quality" and "Sparse-view preset, part

@@ -12,7 +12,8 @@
   window, only for views with a depth prior, over the pixels whose rendered alpha exceeds
   0.5 and whose prior is positive); ``binocular`` (utils/binocular.py: the render
   warped from a sideways-shifted camera against the training image, from its start
-  iteration).
+  iteration); ``mask_vis`` (utils/mask_visibility.py: the per-Gaussian penalty rendered as
+  the extra channel that ``render_features`` hands to the training render).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 from utils.binocular import BinocularConsistency
 from utils.depth_losses import pearson_patch_loss, relative_l1_depth_loss, ssi_depth_loss
 from utils.lpdr import lpdr_coefficients, lpdr_loss
+from utils.mask_visibility import MaskVisibility
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class ExtraLosses:
     depth_l1_window: tuple[int, int] = (0, 0)
     lambda_binocular: float = 0.0
     binocular: BinocularConsistency | None = None
+    mask_vis: MaskVisibility | None = None
 
     # LPDR coefficients (band weights) of each view's ground truth, which never changes:
     # image name -> [levels + 1].
@@ -68,6 +71,13 @@ class ExtraLosses:
             or self.lambda_depth_l1 > 0
             or self.binocular is not None
         )
+
+    def render_features(self, model, camera, iteration: int) -> torch.Tensor | None:
+        """[N, C] per-Gaussian channels the training render must carry for the terms at
+        ``iteration`` (the mask-visibility penalty), or None."""
+        if self.mask_vis is None:
+            return None
+        return self.mask_vis.render_features(model, camera, iteration)
 
     def l1_weight(self, camera, iteration: int) -> torch.Tensor | None:
         """The ROI weight map of L1 at ``iteration`` ([1 or 3, H, W]), None for plain L1."""
@@ -107,6 +117,8 @@ class ExtraLosses:
                     self.lambda_depth_l1,
                     relative_l1_depth_loss(depth, prior, covered),
                 )
+        if self.mask_vis is not None and "features" in render_pkg:
+            out["mask_vis"] = (self.mask_vis.weight_at(iteration), self.mask_vis.term(render_pkg))
         if self.binocular is not None and self.binocular.active(iteration):
             out["binocular"] = (self.lambda_binocular, self.binocular.term(render_pkg, camera))
         return out
@@ -117,9 +129,11 @@ def build_extra_losses(
     depth=None,
     lambda_binocular: float = 0.0,
     binocular: BinocularConsistency | None = None,
+    mask_vis: MaskVisibility | None = None,
 ) -> ExtraLosses | None:
     """From the ROIParams and DepthLossParams values and the binocular term (its weight
-    and its ``BinocularConsistency``); None when they add nothing."""
+    and its ``BinocularConsistency``) and the mask-visibility term; None when they add
+    nothing."""
     use_mask = bool(roi is not None and roi.use_mask)
     lambda_lpdr = roi.lambda_lpdr if roi is not None and roi.use_lpdr else 0.0
     ssi = depth.lambda_depth_ssi if depth is not None else 0.0
@@ -127,7 +141,8 @@ def build_extra_losses(
     depth_l1 = getattr(depth, "lambda_depth_l1", 0.0) if depth is not None else 0.0
     if binocular is None or lambda_binocular <= 0:
         binocular, lambda_binocular = None, 0.0
-    if not use_mask and lambda_lpdr <= 0 and max(ssi, pearson, depth_l1) <= 0 and binocular is None:
+    others = binocular is not None or mask_vis is not None
+    if not use_mask and lambda_lpdr <= 0 and max(ssi, pearson, depth_l1) <= 0 and not others:
         return None
     kw = {}
     if roi is not None:
@@ -156,5 +171,6 @@ def build_extra_losses(
         lambda_depth_l1=max(depth_l1, 0.0),
         lambda_binocular=lambda_binocular,
         binocular=binocular,
+        mask_vis=mask_vis,
         **kw,
     )

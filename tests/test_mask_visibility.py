@@ -1,0 +1,103 @@
+"""Mask-visibility loss (utils/mask_visibility.py) on the CPU: the ramp, the count on a
+synthetic two-view scene, bad input, and a short training run with the flag on."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import train as train_script
+from mask_matching.maps import DescriptorMap
+from scene.cameras import Camera
+from tests.test_sparse_view import common, final_ply, tiny_scene  # noqa: F401 (fixture)
+from utils.mask_visibility import (
+    MaskVisibility,
+    ramp,
+    visibility_counts,
+    visibility_penalty,
+)
+
+H, W, F = 30, 40, 30.0
+
+
+def test_ramp_at_its_knots():
+    assert [ramp(s) for s in (0, 500, 1000, 2000, 5000, 8000, 20000)] == pytest.approx(
+        [2.0, 1.0, 0.0, 2.0, 1.05, 0.1, 0.1]
+    )
+    term = MaskVisibility({}, {}, weight=0.05, start=800, until=8000)
+    assert term.weight_at(800) == 0.0 and term.weight_at(8000) == 0.0
+    assert term.weight_at(2000) == pytest.approx(0.1)
+
+
+def _two_segment_map(name: str, boundary: float) -> DescriptorMap:
+    """Segment 0 left of column ``boundary``, segment 1 right of it (1 level, 2 dims)."""
+    col = torch.arange(W).float() + 0.5
+    code = (col >= boundary).long().expand(H, W).contiguous()
+    table = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]])  # [U=2, L=1, D=2]
+    return DescriptorMap(name, code, table)
+
+
+def test_a_gaussian_inside_the_matched_segment_counts_one_and_outside_zero():
+    """Two cameras 0.5 apart looking down +z at a wall at z = 3 whose left and right halves
+    are two segments: the boundary is at column 20 in view a and 20 - fx b / z = 15 in b."""
+    a = Camera(0, "a.png", np.eye(3), np.zeros(3), F, F, W / 2, H / 2, W, H)
+    b = Camera(1, "b.png", np.eye(3), np.array([-0.5, 0.0, 0.0]), F, F, W / 2, H / 2, W, H)
+    maps = {"a.png": _two_segment_map("a.png", 20.0), "b.png": _two_segment_map("b.png", 15.0)}
+    means = torch.tensor([
+        [-1.0, 0.0, 3.0],  # left half: left segment in both views
+        [0.7, 0.0, 3.0],   # right half: right segment in both views
+        [0.0, 0.0, 1.0],   # in front of the wall, a's boundary ray: a says right, b says left
+        [5.0, 0.0, 3.0],   # outside view a
+    ])  # fmt: skip
+    count, seen = visibility_counts(means, a, maps["a.png"], [(b, maps["b.png"])])
+    assert count.tolist() == [1, 1, 0, 0]
+    assert seen.tolist() == [True, True, True, False]
+    assert visibility_penalty(count, seen, tau=1).tolist() == [0.0, 0.0, 1.0, 0.0]
+    assert visibility_penalty(count, seen, tau=2).tolist() == [1.0, 1.0, 2.0, 0.0]
+
+
+def _write_constant_maps(scene: str, names: list[str]) -> None:
+    """One segment covering every view (all descriptors agree), as mask_matching lays it out."""
+    folder = os.path.join(scene, "mask_matching")
+    os.makedirs(os.path.join(folder, "maps"), exist_ok=True)
+    maps = {}
+    for name in names:
+        rel = "maps/" + os.path.splitext(name)[0] + ".npz"
+        np.savez(os.path.join(folder, rel), code_index=np.zeros((9, 12), np.int32),
+                 table=np.ones((1, 4, 16), np.float32) / 4.0)  # fmt: skip
+        maps[name] = rel
+    counts = [[0 if i == j else 10 for j in range(len(names))] for i in range(len(names))]
+    meta = {"n_views": len(names), "train": names, "split_protocol": "custom", "levels": 4,
+            "dim": 16, "maps": maps, "match_counts": counts}  # fmt: skip
+    with open(os.path.join(folder, "meta.json"), "w") as f:
+        json.dump(meta, f)
+
+
+def test_training_with_mask_visibility(tiny_scene, tmp_path, capsys):  # noqa: F811
+    """Without descriptor maps: one line naming the command, no model folder. With maps
+    whose single segment every view agrees on, tau 3 > the 2 target views leaves every
+    seen Gaussian a penalty of 1: the run trains and ends with lower opacities."""
+    flags = ["--lambda_mask_vis", "5", "--mask_vis_tau", "3", "--mask_vis_from", "0"]
+    missing = str(tmp_path / "missing")
+    assert train_script.main(common(tiny_scene, missing) + flags) == 1
+    assert "python -m mask_matching" in capsys.readouterr().err
+    assert not os.path.exists(missing)
+
+    split = json.load(open(os.path.join(tiny_scene, "split.json")))
+    _write_constant_maps(tiny_scene, split["train"])
+    try:
+        plain, reg = str(tmp_path / "plain"), str(tmp_path / "reg")
+        assert train_script.main(common(tiny_scene, plain)) == 0
+        assert train_script.main(common(tiny_scene, reg) + flags) == 0
+        assert "Mask visibility: weight 5.0, tau 3" in capsys.readouterr().out
+        opacity = {m: final_ply(m)[:, 3] for m in (plain, reg)}  # logits
+        assert np.isfinite(opacity[reg]).all()
+        assert opacity[reg].mean() < opacity[plain].mean()
+    finally:
+        import shutil
+
+        shutil.rmtree(os.path.join(tiny_scene, "mask_matching"))

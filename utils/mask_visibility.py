@@ -1,0 +1,109 @@
+"""Mask-visibility loss (RegSegField, seeds digest 1.4): Gaussians that a training view sees
+inside a segment must find the same segment where they project in the other views.
+
+For the current training view s and each Gaussian g whose centre projects inside it:
+
+    desc_s  = D_s(x_s(g))                       (mask_matching descriptor, [L, D])
+    count_g = #{t in targets(s) : x_t(g) inside view t, in front of it, and
+                                  min over levels mean_D (D_t(x_t(g)) - desc_s)^2 < tol}
+    p_g     = max(0, tau - count_g)              (0 for a Gaussian s does not see)
+
+``targets(s)`` are up to 6 other training views with the most COLMAP matches with s
+(mask_matching.target_views: the digest's defect fixed, the source never among them).
+p_g is constant within a step (no gradient through the count); it reaches the Gaussians
+through their blending weights: p is rendered as one extra channel of the training
+render (the same rasterizer pass as RGB), so the term
+
+    L_vis = mean over pixels of sum_g p_g alpha_g T_g
+
+pushes down the opacity, or moves out of the way, every Gaussian that is visible in s but
+not confirmed by tau other views. RegSegField takes a mean over Gaussians of p_g times
+the Gaussian's blending weight at its last pixel (an artefact of its modified
+rasterizer); the per-pixel mean here weighs each Gaussian by its whole footprint instead.
+
+Weight: ``lambda_mask_vis`` x interp(step, [0, 1000, 2000, 8000], [2, 0, 2, 0.1]), active for
+``mask_vis_from < step < mask_vis_until`` (RegSegField: reg_from 800, reg_steps 8000;
+reg_weight 0.05 and tau 2 on DTU, 0.01 and 1 on mip-NeRF 360).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from mask_matching.losses import AGREE_TOL, views_agree
+from mask_matching.maps import DescriptorMap
+
+RAMP_STEPS = (0.0, 1000.0, 2000.0, 8000.0)
+RAMP_VALUES = (2.0, 0.0, 2.0, 0.1)
+
+
+def ramp(step: int) -> float:
+    """RegSegField's weight schedule: 2 -> 0 -> 2 -> 0.1 at steps 0, 1000, 2000, 8000."""
+    return float(np.interp(step, RAMP_STEPS, RAMP_VALUES))
+
+
+@torch.no_grad()
+def visibility_counts(
+    means: torch.Tensor,  # [N, 3] world
+    source,  # Camera
+    source_map: DescriptorMap,
+    targets: list[tuple[object, DescriptorMap]],  # (Camera, its map)
+    tol: float = AGREE_TOL,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``count`` [N] int (target views that agree with the source descriptor) and ``seen``
+    [N] bool (the centre projects inside the source view, in front of it)."""
+    uv, z = source.project(means)
+    desc, inside = source_map.sample(uv)
+    seen = inside & (z > source.znear)
+    count = torch.zeros(means.shape[0], dtype=torch.int32, device=means.device)
+    for cam, dm in targets:
+        uv_t, z_t = cam.project(means)
+        desc_t, inside_t = dm.sample(uv_t)
+        count += (views_agree(desc, desc_t, tol) & inside_t & (z_t > cam.znear)).int()
+    return count, seen
+
+
+def visibility_penalty(count: torch.Tensor, seen: torch.Tensor, tau: int) -> torch.Tensor:
+    """p_g = max(0, tau - count_g) where the source sees g, else 0 ([N] float)."""
+    return (tau - count).clamp_min(0).float() * seen
+
+
+class MaskVisibility:
+    """The ``mask_vis`` term of training (utils/extra_losses.py).
+
+    Args:
+        maps: training image name -> its descriptor map at training resolution.
+        targets: training image name -> the target cameras (up to 6, by match count).
+        weight: ``lambda_mask_vis`` (the ramp multiplies it).
+        tau: views that must agree (RegSegField: 2 on DTU, 1 on mip-NeRF 360).
+        start, until: the term is active for start < step < until.
+        tol: agreement tolerance of the descriptors (0.02).
+    """
+
+    def __init__(self, maps: dict[str, DescriptorMap], targets: dict[str, list], weight: float,
+                 tau: int = 1, start: int = 800, until: int = 8000,
+                 tol: float = AGREE_TOL) -> None:  # fmt: skip
+        self.maps, self.targets = maps, targets
+        self.weight, self.tau, self.start, self.until, self.tol = weight, tau, start, until, tol
+
+    def weight_at(self, step: int) -> float:
+        if not (self.start < step < self.until):
+            return 0.0
+        return self.weight * ramp(step)
+
+    def render_features(self, model, camera, step: int) -> torch.Tensor | None:
+        """[N, 1] per-Gaussian penalty to render as an extra channel, or None when the term
+        is off at ``step`` or the view has no descriptor map."""
+        if self.weight_at(step) <= 0 or camera.image_name not in self.maps:
+            return None
+        source = self.maps[camera.image_name]
+        targets = [(cam, self.maps[cam.image_name]) for cam in self.targets[camera.image_name]]
+        count, seen = visibility_counts(model.get_xyz.detach(), camera, source, targets,
+                                        self.tol)  # fmt: skip
+        return visibility_penalty(count, seen, self.tau)[:, None]
+
+    @staticmethod
+    def term(render_pkg: dict) -> torch.Tensor:
+        """L_vis: the mean over pixels of the rendered penalty channel."""
+        return render_pkg["features"][0].mean()
