@@ -78,7 +78,33 @@ def prepare_llff(src: str, out: str, factor: int, n_views: int, overwrite: bool)
                 {n: [float(a), float(b)] for n, (a, b) in zip(out_names, bounds)}, f, indent=1
             )
         write_split(tmp, make_split(out_names, "llff", n_views))
-    return f"wrote {out}: {len(views)} views {w}x{h}, LLFF split with {n_views} training views"
+        masks = copy_object_masks(src, img_dir, names, out_names, (w, h), tmp)
+    extra = f", {masks} object masks in masks_object/" if masks else ""
+    return (
+        f"wrote {out}: {len(views)} views {w}x{h}, LLFF split with {n_views} training views{extra}"
+    )
+
+
+def copy_object_masks(src: str, img_dir: str, names: list[str], out_names: list[str],
+                      size: tuple[int, int], out: str) -> int:  # fmt: skip
+    """The NeRD layout's object masks (``masks_<k>/<stem>.png`` beside ``images_<k>/``) as
+    ``<out>/masks_object/<stem>.png`` at the output size (nearest), so masked metrics and
+    segment.py's foreground IoU keep working on the converted scene; returns how many."""
+    base = os.path.basename(os.path.normpath(img_dir))
+    folder = os.path.join(src, "masks" + base[len("images") :]) if base != "images" else ""
+    if not folder or not os.path.isdir(folder):
+        return 0
+    done = 0
+    os.makedirs(os.path.join(out, "masks_object"), exist_ok=True)
+    for a, b in zip(names, out_names):
+        path = os.path.join(folder, os.path.splitext(a)[0] + ".png")
+        if os.path.isfile(path):
+            with Image.open(path) as m:
+                m.convert("L").resize(size, Image.NEAREST).save(
+                    os.path.join(out, "masks_object", os.path.splitext(b)[0] + ".png")
+                )
+            done += 1
+    return done
 
 
 def main(argv: list[str] | None = None) -> int:

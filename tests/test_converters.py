@@ -94,6 +94,24 @@ def test_prepare_llff_resizes_full_images(tmp_path):
         assert im.size == (24, 18)
 
 
+def test_prepare_llff_keeps_nerd_object_masks(tmp_path):
+    """NeRD scenes (maryrose) keep masks_<k>/ beside images_<k>/: they become masks_object/
+    of the converted scene (the evaluation masks), one per image, at the image size."""
+    make_llff(tmp_path / "s", n=9, folder="images_4")
+    os.makedirs(tmp_path / "s" / "masks_4")
+    for i in range(9):
+        Image.fromarray(np.full((18, 24), 255 * (i % 2), np.uint8)).save(
+            tmp_path / "s" / "masks_4" / f"image{i:03d}.png"
+        )
+    out = tmp_path / "scene"
+    args = ["--src", str(tmp_path / "s"), "--out", str(out), "--factor", "4", "--n_views", "2"]
+    assert llff_main(args) == 0
+    masks = sorted(os.listdir(out / "masks_object"))
+    assert len(masks) == 9
+    with Image.open(out / "masks_object" / "image001.png") as m:
+        assert m.size == (24, 18) and np.array(m).min() == 255
+
+
 def test_prepare_llff_bad_input(tmp_path, capsys):
     make_llff(tmp_path / "s", n=9)
     os.remove(tmp_path / "s" / "images_8" / "image004.png")
