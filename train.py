@@ -60,15 +60,15 @@ from gaussian.strategy.factory import build_strategy
 from gaussian.strategy.roi import ROIGate, far_scene_depths
 from gaussian_renderer import render, resolve_backend
 from gaussian_renderer.gsplat_backend import load_gsplat_extension
-from mask_matching.maps import check_meta, load_descriptor_maps, load_meta, target_views
+from mask_matching.maps import check_meta, load_meta
 from scene import Scene
 from scene.errors import SceneError
-from utils.binocular import BinocularConsistency, median_view_depth
+from utils.binocular import build_binocular
 from utils.extra_losses import ExtraLosses, build_extra_losses
 from utils.general_utils import pick_device, seed_everything
 from utils.image_utils import psnr
 from utils.loss_utils import fast_ssim, l1_dssim_loss, l1_loss, load_fused_ssim, ssim
-from utils.mask_visibility import MaskVisibility
+from utils.mask_visibility import build_mask_visibility
 from utils.roi import attach_training_priors, weighted_l1
 from utils.training_guard import (
     LastGoodState,
@@ -198,42 +198,11 @@ def build_method(
         opt, scene.cameras_extent, dataset.white_background, densify, gate, train_cams, render_fn
     )
     schedule = build_step_schedule(densify, opt.optimizer_type)
-    lambda_binocular = getattr(reg, "lambda_binocular", 0.0)
-    binocular = None
-    if lambda_binocular > 0:
-        points = torch.as_tensor(scene.point_cloud.points, dtype=torch.float32)
-        scale = median_view_depth(points, [c.to("cpu") for c in train_cams])
-        binocular = BinocularConsistency(reg.binocular_shift * scale, reg.binocular_from, seed,
-                                         opt.lambda_dssim)  # fmt: skip
-        print(f"Binocular consistency: weight {lambda_binocular}, shifts up to "
-              f"{binocular.max_shift:.4g} (median view depth {scale:.4g})")  # fmt: skip
+    binocular = build_binocular(reg, scene, seed, opt.lambda_dssim)
     mask_vis = build_mask_visibility(scene, getattr(method, "mask_reg", None), background.device)
+    lambda_binocular = getattr(reg, "lambda_binocular", 0.0)
     extra = build_extra_losses(roi, depth, lambda_binocular, binocular, mask_vis)
     return strategy, extra, schedule
-
-
-def build_mask_visibility(scene: Scene, mask_reg, device: torch.device) -> MaskVisibility | None:
-    """The mask-visibility term for ``--lambda_mask_vis`` > 0 (None otherwise): the
-    descriptor maps of ``python -m mask_matching`` at training resolution, and each view's
-    target views by match count."""
-    if mask_reg is None or mask_reg.lambda_mask_vis <= 0:
-        return None
-    cams = scene.getTrainCameras()
-    names = [c.image_name for c in cams]
-    sizes = {c.image_name: (c.image_height, c.image_width) for c in cams}
-    maps = load_descriptor_maps(scene.source_path, names, sizes, device)
-    by_name = {c.image_name: c.to(device) for c in cams}
-    targets = {
-        n: [
-            by_name[t] for t in target_views(scene.source_path, names, n, mask_reg.mask_vis_targets)
-        ]  # fmt: skip
-        for n in names
-    }
-    print(f"Mask visibility: weight {mask_reg.lambda_mask_vis}, tau {mask_reg.mask_vis_tau}, "
-          f"steps {mask_reg.mask_vis_from}-{mask_reg.mask_vis_until}, "
-          f"{max(len(t) for t in targets.values())} target views per view")  # fmt: skip
-    return MaskVisibility(maps, targets, mask_reg.lambda_mask_vis, mask_reg.mask_vis_tau,
-                          mask_reg.mask_vis_from, mask_reg.mask_vis_until)  # fmt: skip
 
 
 def cuda_graph_blocker(speed, backend: str, pipe, opt, extra_losses, ssim_fn, optimizer,

@@ -130,3 +130,18 @@ def median_view_depth(points: torch.Tensor, cameras) -> float:
         depths.append(z[z > 0])
     z = torch.cat(depths) if depths else torch.zeros(0)
     return float(z.median()) if z.numel() else 1.0
+
+
+def build_binocular(reg, scene, seed: int = 0, lambda_dssim: float = 0.2):
+    """The binocular term for ``--lambda_binocular`` > 0 (``reg``: the SparseRegParams
+    values), None otherwise: shifts relative to the median depth of the scene's initial
+    points in its training views."""
+    if reg is None or getattr(reg, "lambda_binocular", 0.0) <= 0:
+        return None
+    points = torch.as_tensor(scene.point_cloud.points, dtype=torch.float32)
+    scale = median_view_depth(points, [c.to("cpu") for c in scene.getTrainCameras()])
+    term = BinocularConsistency(reg.binocular_shift * scale, reg.binocular_from, seed,
+                                lambda_dssim)  # fmt: skip
+    print(f"Binocular consistency: weight {reg.lambda_binocular}, shifts up to "
+          f"{term.max_shift:.4g} (median view depth {scale:.4g})")  # fmt: skip
+    return term

@@ -107,3 +107,26 @@ class MaskVisibility:
     def term(render_pkg: dict) -> torch.Tensor:
         """L_vis: the mean over pixels of the rendered penalty channel."""
         return render_pkg["features"][0].mean()
+
+
+def build_mask_visibility(scene, mask_reg, device: torch.device | str) -> MaskVisibility | None:
+    """The term for ``--lambda_mask_vis`` > 0 (``mask_reg``: the MaskRegParams values), None
+    otherwise: the descriptor maps of ``python -m mask_matching`` at training resolution,
+    and each view's target views by match count."""
+    from mask_matching.maps import load_descriptor_maps, target_views
+
+    if mask_reg is None or mask_reg.lambda_mask_vis <= 0:
+        return None
+    cams = scene.getTrainCameras()
+    names = [c.image_name for c in cams]
+    sizes = {c.image_name: (c.image_height, c.image_width) for c in cams}
+    maps = load_descriptor_maps(scene.source_path, names, sizes, device)
+    by_name = {c.image_name: c.to(device) for c in cams}
+    k = mask_reg.mask_vis_targets
+    targets = {n: [by_name[t] for t in target_views(scene.source_path, names, n, k)]
+               for n in names}  # fmt: skip
+    print(f"Mask visibility: weight {mask_reg.lambda_mask_vis}, tau {mask_reg.mask_vis_tau}, "
+          f"steps {mask_reg.mask_vis_from}-{mask_reg.mask_vis_until}, "
+          f"{max(len(t) for t in targets.values())} target views per view")  # fmt: skip
+    return MaskVisibility(maps, targets, mask_reg.lambda_mask_vis, mask_reg.mask_vis_tau,
+                          mask_reg.mask_vis_from, mask_reg.mask_vis_until)  # fmt: skip
