@@ -2,7 +2,8 @@
 are newer than its inputs (scripts/run_scene.sh is the shell entry point).
 
     python scripts/run_scene.py <scene> [-m MODEL] [--n_views N --split_protocol P]
-        [--iterations I] [--no_sam2] [--depth_model DIR] [--force STAGE ...] [--dry_run]
+        [--iterations I] [--no_sam2] [--depth_model DIR] [--force STAGE ...]
+        [--done STAGE ...] [--dry_run]
         [-- <more train.py flags>]
 
 Stages (each the project's own command line; the ones a scene cannot run are left out
@@ -259,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", default=str(REPO / "output" / "scenes"),
                    help="where a read-only scene is copied")  # fmt: skip
     p.add_argument("--force", nargs="*", default=[], help="stages to run even when done")
+    p.add_argument("--done", nargs="*", default=[],
+                   help="stages already run elsewhere (e.g. colmap_views where pycolmap is): "
+                   "their outputs must be present; they are stamped, not run")  # fmt: skip
     p.add_argument("--dry_run", action="store_true", help="print the plan only")
     args = p.parse_args(own)
     src = Path(args.scene).resolve()
@@ -271,14 +275,28 @@ def main(argv: list[str] | None = None) -> int:
     scene = src if args.dry_run or convert else writable_scene(src, Path(args.work))
     model = Path(args.model or REPO / "output" / src.name).resolve()
     stages, skipped = plan(args, scene, model, train_extra, convert)
-    unknown = set(args.force) - {st.name for st in stages}
-    if unknown:
-        print(f"error: --force {sorted(unknown)}: not stages of this run", file=sys.stderr)
-        return 1
+    names = {st.name for st in stages}
+    for flag, given in (("--force", args.force), ("--done", args.done)):
+        if set(given) - names:
+            print(f"error: {flag} {sorted(set(given) - names)}: not stages of this run",
+                  file=sys.stderr)  # fmt: skip
+            return 1
     for line in skipped:
         print(f"[run_scene] off: {line}")
     times: dict[str, float] = {}
     for stage in stages:
+        if stage.name in args.done:
+            missing = [str(p) for p in stage.outputs if not p.exists()]
+            if missing:
+                print(f"error: --done {stage.name}: its outputs are missing: "
+                      f"{', '.join(missing)}", file=sys.stderr)  # fmt: skip
+                return 1
+            if not args.dry_run:
+                stamp = stamp_path(model, stage.name)
+                stamp.parent.mkdir(parents=True, exist_ok=True)
+                stamp.write_text("done elsewhere\n")
+            print(f"[run_scene] {stage.name}: done elsewhere (--done)")
+            continue
         if stage.name not in args.force and is_done(stage, model):
             print(f"[run_scene] {stage.name}: up to date")
             continue

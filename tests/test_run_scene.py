@@ -116,3 +116,27 @@ def test_known_poses_in_other_formats_are_converted_first(tmp_path, capsys):
     (colmap / "images").mkdir()
     assert run_scene.main([str(colmap), "-m", str(tmp_path / "m2"), "--dry_run"]) == 0
     assert "convert" not in capsys.readouterr().out
+
+
+def test_stages_done_elsewhere_are_stamped_not_run(tmp_path, capsys):
+    """--done STAGE: a stage run on another machine (its outputs present) is stamped and
+    skipped; missing outputs or an unknown stage are a one-line error."""
+    scene = tmp_path / "scene"
+    (scene / "images").mkdir(parents=True)
+    (scene / "sparse" / "0").mkdir(parents=True)
+    model = tmp_path / "model"
+    base = [str(scene), "-m", str(model), "--n_views", "3", "--dry_run"]
+    assert run_scene.main(base + ["--done", "nothing"]) == 1
+    assert "--done ['nothing']: not stages of this run" in capsys.readouterr().err
+    args = [str(scene), "-m", str(model), "--n_views", "3", "--done", "colmap_views", "--force",
+            "masks"]  # fmt: skip
+    # colmap_views' output is missing: refused before anything runs
+    assert run_scene.main(args) == 1
+    assert "--done colmap_views: its outputs are missing" in capsys.readouterr().err
+    assert not run_scene.stamp_path(model, "colmap_views").exists()
+    # with its outputs present it is stamped; the next stage (no photos) then fails
+    (scene / "colmap_3views").mkdir()
+    assert run_scene.main(args) == 1
+    out, err = capsys.readouterr()
+    assert "colmap_views: done elsewhere (--done)" in out and "stage masks failed" in err
+    assert run_scene.stamp_path(model, "colmap_views").read_text() == "done elsewhere\n"
