@@ -361,11 +361,13 @@ def run(args, want_eval: bool) -> dict:
     if args.cluster == "geometric":
         from segmentation.geometric import geometric_labels
 
+        centres = np.stack([c.camera_center.cpu().numpy() for c in scene.getTrainCameras()])
         labels, geometry = geometric_labels(
             xyz, opacity, args.k - 1, scene.cameras_extent, args.plane_threshold,
-            args.object_eps, seed=args.cluster_seed,
+            args.object_eps, seed=args.cluster_seed, cameras=centres,
         )  # fmt: skip
-        what = f"support plane + {geometry['objects_found']} objects"
+        floor = "support plane" if geometry["plane_normal"] is not None else "no support plane"
+        what = f"{floor} + {geometry['objects_found']} objects"
     else:
         emb = clu.joint_embedding(xyz, feats, args.w_xyz, args.w_feat, scene.cameras_extent)
         labels, _ = clu.kmeans_labels(emb, args.k, opacity, seed=args.cluster_seed,

@@ -321,3 +321,19 @@ def test_demo_scene_geometric_segmentation_separates_the_objects(tmp_path):
     result = json.load(open(f"{model}/segments/segmentation.json"))
     assert result["geometry"]["objects_found"] == 4
     assert result["scores"]["labels"]["mIoU"] > 0.7, result["scores"]["labels"]
+
+
+def test_geometric_support_plane_is_seen_from_one_side():
+    """Cameras above the floor keep it as the support plane; cameras all around (an object
+    turned over between shots) leave no plane, and the objects are the heaviest blobs."""
+    from segmentation.geometric import geometric_labels
+
+    xyz, opacity, truth = _tabletop()
+    R = np.linalg.qr(np.random.default_rng(0).normal(size=(3, 3)))[0]  # _tabletop's frame
+    ring = np.array([[np.cos(a), np.sin(a), 0.0] for a in np.linspace(0, 6, 8)]) * 3
+    above = (ring + [0.0, 0.0, 2.0]) @ R.T
+    around = np.concatenate([np.eye(3), -np.eye(3)]) * 6.0  # an octahedron holding the scene
+    labels, summary = geometric_labels(xyz, opacity, 3, 2.0, 0.01, 0.05, cameras=above)
+    assert summary["plane_normal"] is not None and (labels[:4000] == 0).mean() > 0.99
+    _, summary = geometric_labels(xyz, opacity, 1, 2.0, 0.01, 0.05, cameras=around @ R.T)
+    assert summary["plane_normal"] is None and summary["objects_found"] == 1
