@@ -157,7 +157,7 @@ def plan(args: argparse.Namespace, scene: Path, model: Path, train_extra: list[s
     if args.no_sam2:
         mask_cmd += ["--backend", "classical"]
         print("[run_scene] masks: classical backend (--no_sam2)")
-    stages.append(Stage("masks", mask_cmd, [images], [scene / "masks"], sfm_up[:1]))
+    stages.append(Stage("masks", mask_cmd, [images], [scene / "masks"], sfm_up))
     if args.depth_model:
         stages.append(Stage("depth", [py, "predepth.py", *s, "--depth_model", args.depth_model],
                             [images], [scene / "depth_pro"]))  # fmt: skip

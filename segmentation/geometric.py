@@ -147,8 +147,9 @@ def geometric_labels(
     off = np.flatnonzero(~on_plane)
     sizes: list[float] = []
     radius = eps * scene_scale
+    tree = cKDTree(xs)  # the solid Gaussians: their spacing, and the faint ones' neighbours
     if len(off) > MIN_SAMPLES:
-        spacing, _ = cKDTree(xs).query(xs, k=MIN_SAMPLES + 1)
+        spacing, _ = tree.query(xs, k=MIN_SAMPLES + 1)
         radius = max(radius, 2.0 * float(np.median(spacing[:, -1])))
         comp = DBSCAN(eps=radius, min_samples=MIN_SAMPLES).fit(xs[off], sample_weight=ws[off])
         ids = comp.labels_
@@ -162,7 +163,7 @@ def geometric_labels(
     labels = np.zeros(len(xyz), dtype=np.int64)
     labels[solid] = labels_s
     if (~solid).any():  # faint Gaussians follow their nearest solid neighbour
-        _, nn = cKDTree(xs).query(xyz[~solid], k=1)
+        _, nn = tree.query(xyz[~solid], k=1)
         labels[~solid] = labels_s[nn]
     summary = {
         "plane_normal": None if plane is None else plane.normal.tolist(),

@@ -30,14 +30,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from scene.cameras import Camera
 from utils.loss_utils import fast_ssim
 
 
 def shifted_camera(camera, shift: float):
     """A render-only copy of ``camera`` moved by ``shift`` world units along its own x
     axis (the camera-to-world rotation and intrinsics unchanged)."""
-    from scene.cameras import Camera
-
     T = np.asarray(camera.T, dtype=np.float64) - np.array([shift, 0.0, 0.0])
     return Camera(
         camera.uid, camera.image_name, camera.R, T, camera.fx, camera.fy, camera.cx,
@@ -139,7 +138,7 @@ def build_binocular(reg, scene, seed: int = 0, lambda_dssim: float = 0.2):
     if reg is None or getattr(reg, "lambda_binocular", 0.0) <= 0:
         return None
     points = torch.as_tensor(scene.point_cloud.points, dtype=torch.float32)
-    scale = median_view_depth(points, [c.to("cpu") for c in scene.getTrainCameras()])
+    scale = median_view_depth(points, scene.getTrainCameras())
     term = BinocularConsistency(reg.binocular_shift * scale, reg.binocular_from, seed,
                                 lambda_dssim)  # fmt: skip
     print(f"Binocular consistency: weight {reg.lambda_binocular}, shifts up to "

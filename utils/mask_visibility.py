@@ -121,7 +121,7 @@ def build_mask_visibility(scene, mask_reg, device: torch.device | str) -> MaskVi
     names = [c.image_name for c in cams]
     sizes = {c.image_name: (c.image_height, c.image_width) for c in cams}
     maps = load_descriptor_maps(scene.source_path, names, sizes, device)
-    by_name = {c.image_name: c.to(device) for c in cams}
+    by_name = {c.image_name: c for c in cams}  # train.py's Scene holds them on ``device``
     k = mask_reg.mask_vis_targets
     targets = {n: [by_name[t] for t in target_views(scene.source_path, names, n, k)]
                for n in names}  # fmt: skip
