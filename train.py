@@ -58,17 +58,20 @@ from gaussian.strategy.base import Strategy
 from gaussian.strategy.default import DefaultStrategy
 from gaussian.strategy.factory import build_strategy
 from gaussian.strategy.roi import ROIGate, far_scene_depths
+from gaussian.view_cull import cull_unseen
 from gaussian_renderer import render, resolve_backend
 from gaussian_renderer.gsplat_backend import load_gsplat_extension
 from mask_matching.maps import check_meta, load_meta
 from scene import Scene
 from scene.errors import SceneError
 from utils.binocular import build_binocular
+from utils.depth_losses import segment_tv_pixels
 from utils.extra_losses import ExtraLosses, build_extra_losses
+from utils.feature_field import build_feature_field, valid_codes
 from utils.general_utils import pick_device, seed_everything
 from utils.image_utils import psnr
 from utils.loss_utils import fast_ssim, l1_dssim_loss, l1_loss, load_fused_ssim, ssim
-from utils.mask_visibility import build_mask_visibility
+from utils.mask_visibility import build_mask_visibility, load_training_maps, uses_maps
 from utils.roi import attach_training_priors, weighted_l1
 from utils.training_guard import (
     LastGoodState,
@@ -199,9 +202,19 @@ def build_method(
     )
     schedule = build_step_schedule(densify, opt.optimizer_type)
     binocular = build_binocular(reg, scene, seed, opt.lambda_dssim)
-    mask_vis = build_mask_visibility(scene, getattr(method, "mask_reg", None), background.device)
+    mask_reg = getattr(method, "mask_reg", None)
+    maps = load_training_maps(scene, mask_reg, background.device)
+    mask_vis = build_mask_visibility(scene, mask_reg, background.device, maps)
+    field = build_feature_field(scene, mask_reg, maps, opt.iterations)
+    segment_tv = None
+    if maps and mask_reg.lambda_segment_tv > 0:
+        pixels = {n: (dm.code_index, segment_tv_pixels(dm.code_index, valid_codes(dm)))
+                  for n, dm in maps.items()}  # fmt: skip
+        window = (mask_reg.segment_tv_from, mask_reg.segment_tv_until)
+        segment_tv = (mask_reg.lambda_segment_tv, window, pixels)
     lambda_binocular = getattr(reg, "lambda_binocular", 0.0)
-    extra = build_extra_losses(roi, depth, lambda_binocular, binocular, mask_vis)
+    extra = build_extra_losses(roi, depth, lambda_binocular, binocular, mask_vis, field,
+                               segment_tv)  # fmt: skip
     return strategy, extra, schedule
 
 
@@ -306,7 +319,7 @@ def training(
         getattr(method, "depth", None),
     )  # fmt: skip
     mask_reg = getattr(method, "mask_reg", None)
-    if mask_reg is not None and mask_reg.lambda_mask_vis > 0:  # the descriptor maps exist?
+    if uses_maps(mask_reg):  # the descriptor maps exist, made for these views?
         names = [c.image_name for c in scene.getTrainCameras()]
         check_meta(load_meta(scene.source_path), scene.source_path, names)
     created = not os.path.isdir(args.model_path) if args.model_path else True
@@ -326,6 +339,9 @@ def training(
         scene, opt, dataset, pipe, background, backend, method, args.seed
     )
     densify = getattr(method, "densify", None)
+    field = None if extra_losses is None else extra_losses.feature_field
+    if field is not None:
+        field.add_parameter(gaussians)  # before the optimizer, which then trains it
     sparse_adam = opt.optimizer_type == "sparse_adam"
     optimizer = build_training_optimizer(gaussians, opt, scene.cameras_extent, densify)
     means_lr = means_lr_schedule(opt, scene.cameras_extent)
@@ -346,6 +362,11 @@ def training(
         extra_losses.binocular.bind(
             lambda cam: render(cam, gaussians, pipe, background, backend=backend, depth=False)
         )
+    if field is not None:
+        field.bind(gaussians, lambda cam, model, feats: render(
+            cam, model, pipe, background, features=feats, backend=backend, depth=False
+        ))  # fmt: skip
+    cull_views = getattr(mask_reg, "cull_min_views", 0)
     opacity_decay = getattr(reg, "opacity_decay", 1.0)
     if opacity_decay < 1.0:
         print(f"Opacity decay: x{opacity_decay} per step until iteration "
@@ -397,9 +418,14 @@ def training(
         if drop is not None:
             drop.set_iteration(iteration)
 
+        frozen = field is not None and field.geometry_frozen(iteration)
         # The first step runs eagerly: it loads every kernel the graphs will record.
         if graphed is not None and iteration > first_iter and not pipe.debug:
             render_pkg, loss, terms = graphed.step(camera, bg if opt.random_background else None)
+        elif frozen:  # only the feature field trains: no RGB render, no densification
+            render_pkg = None
+            loss, terms = field.loss(camera, iteration)
+            loss.backward()
         else:
             features = (
                 None
@@ -456,18 +482,24 @@ def training(
                 )
             in_loop["save"] += time.perf_counter() - io_start
             strategy_start = time.perf_counter()
-            if strategy.step_post_backward(gaussians, optimizer, state, iteration, render_pkg,
-                                           camera):  # fmt: skip
+            if not frozen and strategy.step_post_backward(gaussians, optimizer, state, iteration,
+                                                          render_pkg, camera):  # fmt: skip
                 in_loop["densify"] += time.perf_counter() - strategy_start  # it densified
             if iteration % TIMELINE_EVERY == 0:  # host time: never more than a step ahead
                 timeline.append([iteration, round(time.perf_counter() - loop_start, 3),
                                  gaussians.num_gaussians])  # fmt: skip
             # After a densification step the parameters are new tensors without gradients,
             # so the step below does nothing (as upstream) and the stale mask is never used.
-            visible = render_pkg["visibility_filter"] if sparse_adam else None
+            visible = render_pkg["visibility_filter"] if sparse_adam and not frozen else None
             optimizer_step(optimizer, visible, iteration, step_schedule)
-            if opacity_decay < 1.0 and iteration < opt.densify_until_iter:
+            if extra_losses is not None:
+                extra_losses.after_step(iteration)
+            if opacity_decay < 1.0 and iteration < opt.densify_until_iter and not frozen:
                 decay_opacity_(gaussians, opacity_decay)
+            if cull_views > 0 and iteration == mask_reg.cull_views_at:
+                n = cull_unseen(gaussians, optimizer, state, train_cams, cull_views)
+                print(f"\n[ITER {iteration}] Removed {n} Gaussians inside fewer than "
+                      f"{cull_views} training views")  # fmt: skip
             if iteration in checkpoint_iterations:
                 io_start = time.perf_counter()
                 print(f"\n[ITER {iteration}] Saving Checkpoint")

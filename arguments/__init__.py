@@ -211,8 +211,11 @@ class SparseRegParams(ParamGroup):
 
 
 class MaskRegParams(ParamGroup):
-    """Mask regularisation (RegSegField): the mask-visibility loss over the descriptor maps of
-    ``python -m mask_matching`` (utils/mask_visibility.py)."""
+    """Mask regularisation (RegSegField), over the descriptor maps of ``python -m
+    mask_matching``: the mask-visibility loss (utils/mask_visibility.py), the hierarchical
+    feature field and the mask refinement (utils/feature_field.py), the segment-aware
+    depth TV (utils/depth_losses.py) and the warm-up visibility cull
+    (gaussian/view_cull.py)."""
 
     _help = {
         "lambda_mask_vis": "weight of the mask-visibility loss (0: off; RegSegField: 0.05 on "
@@ -222,6 +225,26 @@ class MaskRegParams(ParamGroup):
         "mask_vis_from": "the loss is active after this step",
         "mask_vis_until": "and before this one",
         "mask_vis_targets": "target views per source view, most COLMAP matches first",
+        "feature_field": "train a 4x16 group feature per Gaussian (RegSegField's hierarchical "
+        "feature field, utils/feature_field.py): distilled from the descriptor maps, then "
+        "the multi-level group loss; saved beside the PLY for segment.py --source field",
+        "group_from": "the field's distillation starts after this step",
+        "group_distill_until": "distillation before this step, the group loss from it",
+        "group_until": "the group loss stops at this step (it resumes after --train_rgb_until)",
+        "train_rgb_until": "after this step only the field trains: RGB losses, "
+        "densification and geometry stop (-1: never; RegSegField: 20000 of 22000)",
+        "group_topk": "fraction of the Gaussians, the most opaque in view, that render the "
+        "field (RegSegField: 0.2)",
+        "refine_masks": "retrain the descriptor network against the rendered field while the "
+        "group loss runs and refresh the descriptor maps (needs --feature_field)",
+        "refine_every": "steps between two refreshes of the descriptor maps",
+        "lambda_segment_tv": "weight of the total variation of rendered depth inside each "
+        "segment (0: off; RegSegField: 0.05 on DTU, 0.1 on mip-NeRF 360)",
+        "segment_tv_from": "the depth TV is active from this step",
+        "segment_tv_until": "until this one",
+        "cull_min_views": "remove, once, the Gaussians whose centre lies in fewer training "
+        "views than this (0: off; RegSegField: 2)",
+        "cull_views_at": "the step of that cull (RegSegField: the end of its warm-up, 500)",
     }
 
     def __init__(self, parser: ArgumentParser, sentinel: bool = False):
@@ -230,6 +253,19 @@ class MaskRegParams(ParamGroup):
         self.mask_vis_from = 800
         self.mask_vis_until = 8000
         self.mask_vis_targets = 6
+        self.feature_field = False
+        self.group_from = 1000
+        self.group_distill_until = 1200
+        self.group_until = 6000
+        self.train_rgb_until = -1
+        self.group_topk = 0.2
+        self.refine_masks = False
+        self.refine_every = 500
+        self.lambda_segment_tv = 0.0
+        self.segment_tv_from = 3000
+        self.segment_tv_until = 8000
+        self.cull_min_views = 0
+        self.cull_views_at = 500
         super().__init__(parser, "Mask Regularisation Parameters", sentinel)
 
 

@@ -433,6 +433,11 @@ def set_lr(optimizer: torch.optim.Optimizer, name: str, lr: float) -> None:
     raise KeyError(name)
 
 
+# Learning rates of the optional per-Gaussian parameters, used when the model holds them:
+# the feature field's group features (utils/feature_field.py; RegSegField's rate).
+OPTIONAL_PARAM_LRS = {"features_group": 0.0025}
+
+
 def build_training_optimizer(
     model: GaussianModel, opt, spatial_lr_scale: float, densify=None
 ) -> AnyOptimizer:
@@ -440,6 +445,7 @@ def build_training_optimizer(
     improved`` an ``OptimizerSet`` whose member ``"sh"`` holds the higher SH bands at
     learning rate ``shfeature_lr / 20`` (Improved-GS)."""
     lrs = default_learning_rates(opt, spatial_lr_scale)
+    lrs.update({k: v for k, v in OPTIONAL_PARAM_LRS.items() if k in model.params})
     # Selective (sparse Adam) steps need FusedAdam or FlatAdam; otherwise the device decides.
     flat = True if getattr(opt, "optimizer_type", "default") == "sparse_adam" else None
     if getattr(densify, "densify_strategy", "default") != "improved":

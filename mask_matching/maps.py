@@ -73,6 +73,8 @@ class DescriptorMap:
     name: str
     code_index: torch.Tensor  # [H, W] int64
     table: torch.Tensor  # [U, L, D] float32
+    codes: torch.Tensor | None = None  # [U, C] bool membership of each code (channel 0:
+    # uncovered), for the losses that group pixels by segment (utils/feature_field.py)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -95,10 +97,12 @@ class DescriptorMap:
         return self.table[self.code_index[row, col]], inside
 
     def resized(self, height: int, width: int) -> DescriptorMap:
-        return DescriptorMap(self.name, resize_index(self.code_index, height, width), self.table)
+        index = resize_index(self.code_index, height, width)
+        return DescriptorMap(self.name, index, self.table, self.codes)
 
     def to(self, device: torch.device | str) -> DescriptorMap:
-        return DescriptorMap(self.name, self.code_index.to(device), self.table.to(device))
+        codes = None if self.codes is None else self.codes.to(device)
+        return DescriptorMap(self.name, self.code_index.to(device), self.table.to(device), codes)
 
 
 # ------------------------------------------------------------------------------ writing
@@ -189,12 +193,13 @@ def load_descriptor_maps(
             with np.load(path, allow_pickle=False) as z:
                 code_index = torch.from_numpy(z["code_index"].astype(np.int64))
                 table = torch.from_numpy(z["table"].astype(np.float32))
+                codes = torch.from_numpy(z["codes"].astype(bool)) if "codes" in z else None
         except (OSError, ValueError, KeyError) as e:
             raise SceneError(
                 f"{path}: cannot read the descriptor map ({e}); rerun "
                 f"{remake_command(scene_dir, len(train_names), meta.get('split_protocol', 'P'))}"
             ) from None
-        dm = DescriptorMap(name, code_index, table)
+        dm = DescriptorMap(name, code_index, table, codes)
         size = sizes.get(name) if isinstance(sizes, dict) else sizes
         if size is not None:
             dm = dm.resized(int(size[0]), int(size[1]))

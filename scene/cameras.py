@@ -168,6 +168,14 @@ class Camera:
         v = self.fy * p_cam[:, 1] / zs + self.cy
         return torch.stack([u, v], dim=-1), z
 
+    def sees(self, points: torch.Tensor) -> torch.Tensor:
+        """[N] bool: world points [N, 3] that project inside the image, in front of znear."""
+        uv, z = self.project(points)
+        return (
+            (uv[:, 0] >= 0) & (uv[:, 0] < self.image_width)
+            & (uv[:, 1] >= 0) & (uv[:, 1] < self.image_height) & (z > self.znear)
+        )  # fmt: skip
+
     def ndc_depth(self, z: torch.Tensor) -> torch.Tensor:
         """NDC z in [0, 1] of camera depths ``z`` [N], as 3DGS's projection matrix gives."""
         zf, zn = self.zfar, self.znear

@@ -104,3 +104,32 @@ def pearson_patch_loss(
     keep = (keep & (pc.pow(2).sum(-1) > 1e-12) & (rc.detach().pow(2).sum(-1) > 1e-12)).float()
     # Mean of (1 - correlation) over the kept tiles, 0 when none is kept (no device sync).
     return ((1.0 - cov / std) * keep).sum() / keep.sum().clamp_min(1.0)
+
+
+def segment_tv_pixels(
+    code_index: torch.Tensor,  # [H, W] int64 segment code of each pixel
+    valid_codes: torch.Tensor,  # [U] bool: codes inside some mask, large enough
+    erode: int = 5,
+) -> torch.Tensor:
+    """[H, W] bool: pixels of valid codes, the set eroded by an ``erode`` x ``erode``
+    minimum (RegSegField: background and codes under 20 pixels out, 5x5 erosion)."""
+    allowed = valid_codes[code_index].float()[None, None]
+    eroded = -F.max_pool2d(-allowed, erode, stride=1, padding=erode // 2)
+    return eroded[0, 0] > 0.5
+
+
+def segment_tv_loss(
+    depth: torch.Tensor,  # [1, H, W] rendered depth
+    code_index: torch.Tensor,  # [H, W] int64
+    allowed: torch.Tensor,  # [H, W] bool (segment_tv_pixels)
+) -> torch.Tensor:
+    """Segment-aware total variation (RegSegField): the mean |depth difference| over the
+    horizontally and vertically neighbouring pixel pairs that are both allowed and share
+    a segment code; depth may jump across segment borders, not within a segment."""
+    d = depth[0]
+    pairs_x = allowed[:, 1:] & allowed[:, :-1] & (code_index[:, 1:] == code_index[:, :-1])
+    pairs_y = allowed[1:] & allowed[:-1] & (code_index[1:] == code_index[:-1])
+    diffs = torch.cat([(d[:, 1:] - d[:, :-1]).abs()[pairs_x], (d[1:] - d[:-1]).abs()[pairs_y]])
+    if diffs.numel() == 0:
+        return depth.sum() * 0.0
+    return diffs.mean()

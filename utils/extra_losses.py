@@ -13,7 +13,11 @@
   0.5 and whose prior is positive); ``binocular`` (utils/binocular.py: the render
   warped from a sideways-shifted camera against the training image, from its start
   iteration); ``mask_vis`` (utils/mask_visibility.py: the per-Gaussian penalty rendered as
-  the extra channel that ``render_features`` hands to the training render).
+  the extra channel that ``render_features`` hands to the training render);
+  ``segment_tv`` (utils/depth_losses.py: depth total variation inside each segment);
+  the feature field's ``group_distill``, ``group_sim``, ``group_dissim`` and
+  ``mask_encoder`` (utils/feature_field.py, its own render of the field);
+- ``after_step``: the mask refinement's optimizer step, after the Gaussians' one.
 """
 
 from __future__ import annotations
@@ -23,7 +27,13 @@ from dataclasses import dataclass, field
 import torch
 
 from utils.binocular import BinocularConsistency
-from utils.depth_losses import pearson_patch_loss, relative_l1_depth_loss, ssi_depth_loss
+from utils.depth_losses import (
+    pearson_patch_loss,
+    relative_l1_depth_loss,
+    segment_tv_loss,
+    ssi_depth_loss,
+)
+from utils.feature_field import FeatureField
 from utils.lpdr import lpdr_coefficients, lpdr_loss
 from utils.mask_visibility import MaskVisibility
 
@@ -47,6 +57,11 @@ class ExtraLosses:
     lambda_binocular: float = 0.0
     binocular: BinocularConsistency | None = None
     mask_vis: MaskVisibility | None = None
+    feature_field: FeatureField | None = None
+    lambda_segment_tv: float = 0.0
+    segment_tv_window: tuple[int, int] = (0, 0)
+    # image name -> (code index [H, W], allowed pixels [H, W]) of the segment-aware depth TV
+    segment_tv_pixels: dict = field(default_factory=dict, compare=False, repr=False)
 
     # LPDR coefficients (band weights) of each view's ground truth, which never changes:
     # image name -> [levels + 1].
@@ -70,7 +85,13 @@ class ExtraLosses:
             or self.lambda_depth_pearson > 0
             or self.lambda_depth_l1 > 0
             or self.binocular is not None
+            or self.lambda_segment_tv > 0
         )
+
+    def after_step(self, iteration: int) -> None:
+        """Work after the optimizer step: the feature field's mask refinement."""
+        if self.feature_field is not None:
+            self.feature_field.after_step(iteration)
 
     def render_features(self, model, camera, iteration: int) -> torch.Tensor | None:
         """[N, C] per-Gaussian channels the training render must carry for the terms at
@@ -117,6 +138,14 @@ class ExtraLosses:
                     self.lambda_depth_l1,
                     relative_l1_depth_loss(depth, prior, covered),
                 )
+        lo, hi = self.segment_tv_window
+        if self.lambda_segment_tv > 0 and lo <= iteration < hi:
+            pixels = self.segment_tv_pixels.get(camera.image_name)
+            if pixels is not None:
+                value = segment_tv_loss(render_pkg["depth"], *pixels)
+                out["segment_tv"] = (self.lambda_segment_tv, value)
+        if self.feature_field is not None:
+            out.update(self.feature_field.terms(camera, iteration))
         if self.mask_vis is not None and "features" in render_pkg:
             out["mask_vis"] = (self.mask_vis.weight_at(iteration), self.mask_vis.term(render_pkg))
         if self.binocular is not None and self.binocular.active(iteration):
@@ -130,10 +159,13 @@ def build_extra_losses(
     lambda_binocular: float = 0.0,
     binocular: BinocularConsistency | None = None,
     mask_vis: MaskVisibility | None = None,
+    feature_field: FeatureField | None = None,
+    segment_tv: tuple[float, tuple[int, int], dict] | None = None,
 ) -> ExtraLosses | None:
-    """From the ROIParams and DepthLossParams values and the binocular term (its weight
-    and its ``BinocularConsistency``) and the mask-visibility term; None when they add
-    nothing."""
+    """From the ROIParams and DepthLossParams values, the binocular term (its weight and
+    its ``BinocularConsistency``), the mask-visibility term, the feature field and the
+    segment-aware depth TV (weight, (from, until), name -> (code index, allowed pixels));
+    None when they add nothing."""
     use_mask = bool(roi is not None and roi.use_mask)
     lambda_lpdr = roi.lambda_lpdr if roi is not None and roi.use_lpdr else 0.0
     ssi = depth.lambda_depth_ssi if depth is not None else 0.0
@@ -141,7 +173,9 @@ def build_extra_losses(
     depth_l1 = getattr(depth, "lambda_depth_l1", 0.0) if depth is not None else 0.0
     if binocular is None or lambda_binocular <= 0:
         binocular, lambda_binocular = None, 0.0
-    others = binocular is not None or mask_vis is not None
+    if segment_tv is not None and segment_tv[0] <= 0:
+        segment_tv = None
+    others = any(t is not None for t in (binocular, mask_vis, feature_field, segment_tv))
     if not use_mask and lambda_lpdr <= 0 and max(ssi, pearson, depth_l1) <= 0 and not others:
         return None
     kw = {}
@@ -163,6 +197,12 @@ def build_extra_losses(
                 getattr(depth, "depth_l1_until", 0),
             ),
         )
+    if segment_tv is not None:
+        kw.update(
+            lambda_segment_tv=segment_tv[0],
+            segment_tv_window=segment_tv[1],
+            segment_tv_pixels=segment_tv[2],
+        )
     return ExtraLosses(
         roi_focus_after=roi.roi_loss_focus_after if use_mask else None,
         lambda_lpdr=max(lambda_lpdr, 0.0),
@@ -172,5 +212,6 @@ def build_extra_losses(
         lambda_binocular=lambda_binocular,
         binocular=binocular,
         mask_vis=mask_vis,
+        feature_field=feature_field,
         **kw,
     )

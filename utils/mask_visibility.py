@@ -109,18 +109,42 @@ class MaskVisibility:
         return render_pkg["features"][0].mean()
 
 
-def build_mask_visibility(scene, mask_reg, device: torch.device | str) -> MaskVisibility | None:
+def uses_maps(mask_reg) -> bool:
+    """Whether the MaskRegParams values ask for the descriptor maps of mask_matching/."""
+    if mask_reg is None:
+        return False
+    return (
+        mask_reg.lambda_mask_vis > 0
+        or getattr(mask_reg, "feature_field", False)
+        or getattr(mask_reg, "lambda_segment_tv", 0.0) > 0
+    )
+
+
+def load_training_maps(scene, mask_reg, device: torch.device | str) -> dict[str, DescriptorMap]:
+    """The training views' descriptor maps at training resolution, loaded once for every
+    term that reads them (empty when none does)."""
+    from mask_matching.maps import load_descriptor_maps
+
+    if not uses_maps(mask_reg):
+        return {}
+    cams = scene.getTrainCameras()
+    sizes = {c.image_name: (c.image_height, c.image_width) for c in cams}
+    return load_descriptor_maps(scene.source_path, [c.image_name for c in cams], sizes, device)
+
+
+def build_mask_visibility(
+    scene, mask_reg, device: torch.device | str, maps: dict[str, DescriptorMap] | None = None
+) -> MaskVisibility | None:
     """The term for ``--lambda_mask_vis`` > 0 (``mask_reg``: the MaskRegParams values), None
-    otherwise: the descriptor maps of ``python -m mask_matching`` at training resolution,
-    and each view's target views by match count."""
-    from mask_matching.maps import load_descriptor_maps, target_views
+    otherwise: the descriptor maps (``maps``, or loaded here) and each view's target views
+    by match count."""
+    from mask_matching.maps import target_views
 
     if mask_reg is None or mask_reg.lambda_mask_vis <= 0:
         return None
     cams = scene.getTrainCameras()
     names = [c.image_name for c in cams]
-    sizes = {c.image_name: (c.image_height, c.image_width) for c in cams}
-    maps = load_descriptor_maps(scene.source_path, names, sizes, device)
+    maps = maps or load_training_maps(scene, mask_reg, device)
     by_name = {c.image_name: c for c in cams}  # train.py's Scene holds them on ``device``
     k = mask_reg.mask_vis_targets
     targets = {n: [by_name[t] for t in target_views(scene.source_path, names, n, k)]
