@@ -64,6 +64,7 @@ from gaussian_renderer.gsplat_backend import load_gsplat_extension
 from mask_matching.maps import check_meta, load_meta
 from scene import Scene
 from scene.errors import SceneError
+from segmentation.pca import pca_rgb
 from utils.binocular import build_binocular
 from utils.depth_losses import segment_tv_pixels
 from utils.extra_losses import ExtraLosses, build_extra_losses
@@ -389,8 +390,6 @@ def training(
     in_loop = {"eval": 0.0, "save": 0.0, "densify": 0.0}
     timeline: list[list] = []  # [iteration, loop seconds, Gaussians] every TIMELINE_EVERY
     log_every = max(1, speed.log_interval)
-    # The depth channel costs rasterization work; render it only when a loss reads it.
-    render_depth = extra_losses is not None and extra_losses.reads_rendered_depth
     ema_loss = torch.zeros((), device=device)
     fused = speed.autograd_nodes == "fused"
     graphed = build_graphed_step(speed, backend, pipe, opt, extra_losses, ssim_fn, optimizer,
@@ -432,8 +431,10 @@ def training(
                 if extra_losses is None
                 else extra_losses.render_features(gaussians, camera, iteration)
             )
-            render_pkg = render_step(camera, gaussians, pipe, bg, backend, render_depth, fused,
-                                     drop, features)  # fmt: skip
+            # The depth channel costs rasterization work: only when a loss reads it.
+            depth = extra_losses is not None and extra_losses.reads_rendered_depth(iteration)
+            render_pkg = render_step(camera, gaussians, pipe, bg, backend, depth, fused, drop,
+                                     features)  # fmt: skip
             strategy.step_pre_backward(render_pkg, state, iteration)
             loss, terms = compute_losses(render_pkg, camera, opt, ssim_fn, extra_losses,
                                          iteration, fused)  # fmt: skip
@@ -468,7 +469,7 @@ def training(
             if iteration in testing_iterations:
                 evaluate(
                     tb_writer, iteration, scene, gaussians, pipe, background, backend,
-                    log_gt=iteration == testing_iterations[0],
+                    log_gt=iteration == testing_iterations[0], field=field,
                 )  # fmt: skip
             in_loop["eval"] += time.perf_counter() - io_start
             io_start = time.perf_counter()
@@ -679,9 +680,18 @@ def prior_images(camera) -> list[tuple[str, torch.Tensor]]:
 
 @torch.no_grad()
 def evaluate(
-    tb_writer, iteration, scene, gaussians, pipe, background, backend, log_gt: bool = True
+    tb_writer,
+    iteration,
+    scene,
+    gaussians,
+    pipe,
+    background,
+    backend,
+    log_gt: bool = True,
+    field=None,
 ) -> None:
-    """3DGS's training_report: test views and 5 training views, L1 and PSNR."""
+    """3DGS's training_report: test views and 5 training views, L1 and PSNR; with the
+    feature field (``field``), a PCA picture of it beside each logged render."""
     train = scene.getTrainCameras()
     configs = [
         ("test", scene.getTestCameras()),
@@ -701,6 +711,10 @@ def evaluate(
                 tag = f"{name}_view_{camera.image_stem}"
                 images.append((f"{tag}/render", image[None]))
                 images.append((f"{tag}/depth", depth_image(out["depth"], out["alpha"])[None]))
+                if field is not None:
+                    feat = field.render(gaussians, camera)  # [L, D, H, W]
+                    picture = pca_rgb(feat.reshape(-1, *feat.shape[2:]))[0]
+                    images.append((f"{tag}/feature_field", picture[None]))
                 if log_gt:
                     images.append((f"{tag}/ground_truth", gt[None]))
                     images += [(f"{tag}/{k}", v[None]) for k, v in prior_images(camera)]

@@ -73,7 +73,7 @@ def main() -> int:
     optimizer = build_training_optimizer(gaussians, opt, scene.cameras_extent, method.densify)
     means_lr = means_lr_schedule(opt, scene.cameras_extent)
     state = strategy.initialize_state(gaussians)
-    render_depth = extra is not None and extra.reads_rendered_depth
+    render_depth = extra is not None and extra.reads_rendered_depth()
     sparse_adam = opt.optimizer_type == "sparse_adam"
     load_fused_ssim(device)
     phase_s = dict.fromkeys(PHASES, 0.0)

@@ -7,7 +7,8 @@ Sources (``--feature_sources``, in order; each yields an [N, C_s] array aligned 
 - ``field``: the hierarchical group features of the mask-regularisation feature field (issue
   14), read from the PLY's side file ``point_cloud_extras.npz`` under ``param/features_group``
   (or ``extra/features_group``), shape [N, L, D] or [N, D]; ``--field_level`` picks the level
-  (-1: all levels concatenated). The field does not exist yet: this source plugs it in.
+  (-1: all levels concatenated). Each level is L2-normalised, as train.py renders it
+  (utils/feature_field.py).
 - ``npz:<path>:<key>``: any [N, C] array in an ``.npz`` file (e.g. another extractor's
   distilled features).
 
@@ -71,6 +72,7 @@ def load_field_features(ply_path: str, level: int = -1) -> np.ndarray:
         return f
     if f.ndim != 3:
         raise SegmentationError(f"{p}:{key} has shape {f.shape}; expected [N, L, D] or [N, D]")
+    f = f / np.maximum(np.linalg.norm(f, axis=-1, keepdims=True), 1e-12)
     if level < 0:
         return f.reshape(len(f), -1)
     if level >= f.shape[1]:

@@ -22,6 +22,7 @@ from gaussian.view_cull import count_views, cull_unseen
 from mask_matching.maps import DescriptorMap, write_model
 from mask_matching.network import DescriptorNet
 from scene.cameras import Camera
+from tests.conftest import random_gaussians, requires_cuda
 from tests.test_sparse_view import common, tiny_scene  # noqa: F401 (fixture)
 from utils.depth_losses import segment_tv_loss, segment_tv_pixels
 from utils.feature_field import (
@@ -326,7 +327,90 @@ def test_training_with_every_regsegfield_flag(tiny_scene, tmp_path, capsys):  # 
         f15, f18 = at[15].params[FIELD_KEY], at[18].params[FIELD_KEY]
         assert f18.shape == (at[18].num_gaussians, 4, 16) and torch.isfinite(f18).all()
         assert not torch.equal(f15, f18)
+        # segment.py reads the field from the side file (no 2D feature maps in this scene).
+        import segment as segment_script
+
+        assert segment_script.main(["-m", model, "--k", "2", "--skip_train_renders"]) == 0
+        seg = json.load(open(os.path.join(model, "segments", "segmentation.json")))
+        assert seg["feature_sources"] == ["field"] and seg["feature_channels"] == 64
     finally:
         import shutil
 
         shutil.rmtree(os.path.join(tiny_scene, "mask_matching"))
+
+
+# ----------------------------------------------------------------------------- one pass
+
+
+@pytest.mark.parametrize(
+    "backend",
+    ["torch", pytest.param("gsplat", marks=[pytest.mark.gpu, requires_cuda])],
+)
+def test_extra_channels_in_one_pass_equal_separate_passes(backend):
+    """The mask-visibility penalty and 64 field channels rendered with RGB in one pass give
+    the RGB and the channels of separate passes, and the same gradients: those of the
+    channels, and for the geometry the sum of both passes' gradients."""
+    from gaussian_renderer import render
+
+    device = "cuda" if backend == "gsplat" else "cpu"
+    g = torch.Generator().manual_seed(3)
+    model = random_gaussians(300, g, device)
+    cam = _camera(w=64, h=48).to(device)
+    feats = torch.randn(300, 65, generator=g).to(device)
+    w_rgb = torch.randn(3, 48, 64, generator=g).to(device)
+    w_feat = torch.randn(65, 48, 64, generator=g).to(device)
+    pipe, bg = SimpleNamespace(), torch.zeros(3, device=device)
+
+    def run(passes: str):
+        for p in model.params.values():
+            p.grad = None
+        f = feats.clone().requires_grad_(True)
+        if passes == "one":
+            out = render(cam, model, pipe, bg, features=f, backend=backend, depth=False)
+            rgb, ch = out["render"], out["features"]
+        else:
+            rgb = render(cam, model, pipe, bg, backend=backend, depth=False)["render"]
+            ch = render(cam, model, pipe, bg, features=f, backend=backend, depth=False)["features"]
+        ((rgb * w_rgb).sum() + (ch * w_feat).sum()).backward()
+        grads = {k: v.grad.clone() for k, v in model.params.items() if v.grad is not None}
+        return rgb.detach(), ch.detach(), f.grad.clone(), grads
+
+    one, two = run("one"), run("two")
+    assert torch.allclose(one[0], two[0], atol=1e-5)
+    assert torch.allclose(one[1], two[1], atol=1e-4)
+    assert torch.allclose(one[2], two[2], atol=1e-4, rtol=1e-4)
+    assert set(one[3]) == set(two[3]) and {"means", "opacities", "scales"} <= set(one[3])
+    for key in one[3]:
+        scale = two[3][key].abs().max().clamp_min(1e-6)
+        assert (one[3][key] - two[3][key]).abs().max() / scale < 1e-3, key
+    assert one[1].abs().max() > 0.1 and one[2].abs().max() > 0  # not a vacuous check
+
+
+@pytest.mark.gpu
+@requires_cuda
+def test_the_feature_pass_on_gsplat_matches_the_torch_backend():
+    """The detached feature pass (no geometry gradient asked) through gsplat's fused
+    render: the field and the feature gradients of the torch backend."""
+    from gaussian_renderer import render
+
+    results = []
+    for backend, device in (("torch", "cpu"), ("gsplat", "cuda")):
+        model = _model(200, seed=4)
+        model = GaussianModel.restore(model.capture(), device)
+        cam = _camera(w=64, h=48).to(device)
+        maps, _ = _maps([cam.image_name], 48, 64)
+        maps = {k: v.to(device) for k, v in maps.items()}
+        field = FeatureField(maps, FieldSettings(start=0, distill_until=5, until=10, topk=0.5))
+        torch.manual_seed(0)
+        field.add_parameter(model)
+        field.bind(model, lambda c, m, f, b=backend: render(
+            c, m, SimpleNamespace(), torch.zeros(3, device=m.device), features=f, backend=b,
+            depth=False))  # fmt: skip
+        loss = field.terms(cam, 3)["group_distill"][1]
+        loss.backward()
+        results.append((field.render(model, cam).detach().cpu(),
+                        model.params[FIELD_KEY].grad.cpu()))  # fmt: skip
+        assert all(v.grad is None for k, v in model.params.items() if k != FIELD_KEY)
+    (f_t, g_t), (f_g, g_g) = results
+    assert (f_t - f_g).abs().max() < 1e-3
+    assert (g_t - g_g).abs().max() / g_t.abs().max() < 1e-3

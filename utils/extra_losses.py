@@ -77,15 +77,23 @@ class ExtraLosses:
             self._lpdr_cache[camera.image_name] = coefficients
         return coefficients
 
-    @property
-    def reads_rendered_depth(self) -> bool:
-        """Whether some term needs the rendered depth (``render(..., depth=True)``)."""
+    def reads_rendered_depth(self, iteration: int | None = None) -> bool:
+        """Whether some term needs the rendered depth (``render(..., depth=True)``) at
+        ``iteration`` (None: at any iteration); outside their windows the depth channel is
+        not rendered."""
+
+        def within(window: tuple[int, int]) -> bool:
+            return iteration is None or window[0] <= iteration < window[1]
+
         return (
-            self.lambda_depth_ssi > 0
-            or self.lambda_depth_pearson > 0
-            or self.lambda_depth_l1 > 0
-            or self.binocular is not None
-            or self.lambda_segment_tv > 0
+            (self.lambda_depth_ssi > 0 and within(self.depth_ssi_window))
+            or (self.lambda_depth_pearson > 0 and within(self.depth_pearson_window))
+            or (self.lambda_depth_l1 > 0 and within(self.depth_l1_window))
+            or (
+                self.binocular is not None
+                and (iteration is None or iteration >= self.binocular.start)
+            )
+            or (self.lambda_segment_tv > 0 and within(self.segment_tv_window))
         )
 
     def after_step(self, iteration: int) -> None:
