@@ -16,6 +16,9 @@ Scenes are prepared folders under --data (scripts/prepare_*.py, then colmap_matc
   dense_sched     --init dense + FSGS/DropGaussian's optimisation settings (lr decay over 10k,
                   densification to 10k at grad 0.0005, opacity lr 0.05)
   preset          --sparse_view
+Named, not run by default (they need <scene>/mask_matching/: extract_mask.py, then python -m
+mask_matching): regseg, regseg_random, preset_regseg: RegSegField's regularisation
+(scripts/sparse_benchmark.py REGSEG_FLAGS) on the SfM points, random points, the preset.
 Each (scene, variant, seed) is train.py -s <scene> -m <out>/<scene>/<variant>/s<seed> --eval
 --n_views N --split_protocol P --iterations I --test_iterations I --save_iterations I
 --seed S --quiet <flags>, then render.py --skip_train and metrics.py; each stage logs to
@@ -46,6 +49,7 @@ sys.path.insert(0, REPO)
 
 from scripts.sparse_benchmark import (  # noqa: E402
     DASH,
+    REGSEG_FLAGS,
     Run,
     execute,
     git_commit,
@@ -68,7 +72,14 @@ DEFAULT_VARIANTS = [
     "--densify_grad_threshold,0.0005,--opacity_lr,0.05",
     "preset=--sparse_view",  # arguments.SPARSE_VIEW_PRESET
 ]
-NAMED_FLAGS = dict(parse_variant(v) for v in DEFAULT_VARIANTS)  # name -> flags
+# name -> flags; also RegSegField's regularisation on the SfM points, on random points and
+# on the preset (it needs <scene>/mask_matching/ from python -m mask_matching).
+NAMED_FLAGS = {
+    **dict(parse_variant(v) for v in DEFAULT_VARIANTS),
+    "regseg": ["--init", "sfm", *REGSEG_FLAGS],
+    "regseg_random": ["--init", "random", *REGSEG_FLAGS],
+    "preset_regseg": ["--sparse_view", *REGSEG_FLAGS],
+}
 
 
 def scene_protocol(name: str, overrides: dict[str, str]) -> str:

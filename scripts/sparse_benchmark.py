@@ -9,6 +9,8 @@ Per scene (skipped with one line when missing under DATA_ROOT):
   prepare   scripts/prepare_llff.py / prepare_dtu.py into WORK/<scene> (skipped when done)
   colmap    colmap_match.py --n_views N --split_protocol llff|dtu (skipped when done)
   mvs       python -m mvs (colmap_<N>views/dense/, depth_mvs/; skipped when done)
+  masks, mask_matching   extract_mask.py --mode auto, python -m mask_matching (only when a
+            config trains with the masks: regseg, preset_regseg; skipped when done)
 then per config and seed, in OUT_ROOT/<dataset>/<scene>/<config>/s<seed>/:
   train     train.py --eval --n_views N --split_protocol P --iterations I --seed S <flags>
   render    render.py --skip_train
@@ -20,7 +22,9 @@ scene and mean; mean over seeds with the min-max range) goes to OUT_ROOT/<datase
 (raw numbers: <dataset>_results.json) and is printed.
 
 Environment (flags override): N_VIEWS (3), ITERS (10000), SEEDS ("0 1 2"), CONFIGS
-("vanilla preset"; an item may be name=flag,flag,...: e.g. "drop=--drop_rate,0.1"), WORK
+("vanilla preset"; also known: regseg, preset_regseg, RegSegField's mask regularisation
+alone and on the preset, which add the masks and mask_matching scene stages; an item may be
+name=flag,flag,...: e.g. "drop=--drop_rate,0.1"), WORK
 (prepared scenes, default OUT_ROOT/work/<dataset>), DTU_MASKS (IDR mask root for the DTU
 release layout), CUDA_VISIBLE_DEVICES (GPUs when --gpus is not given; else every GPU
 nvidia-smi lists; without one, one CPU job at a time).
@@ -47,6 +51,19 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LLFF_SCENES = ["fern", "flower", "fortress", "horns", "leaves", "orchids", "room", "trex"]
 DTU_SCANS = [8, 21, 30, 31, 34, 38, 40, 41, 45, 55, 63, 82, 103, 110, 114]
 DEFAULT_CONFIGS = {"vanilla": [], "preset": ["--sparse_view"]}
+# RegSegField's regularisation with its DTU 3-view settings (seeds digest 1.8): the mask-
+# visibility loss (weight 0.05, tau 2), the feature field with the mask refinement, the
+# segment-aware depth TV (0.05) and the warm-up cull (2 views). Off by default: not yet
+# measured against its base (docs/RESULTS.md).
+REGSEG_FLAGS = ["--lambda_mask_vis", "0.05", "--mask_vis_tau", "2", "--feature_field",
+                "--refine_masks", "--lambda_segment_tv", "0.05",
+                "--cull_min_views", "2"]  # fmt: skip
+KNOWN_CONFIGS = {
+    **DEFAULT_CONFIGS,
+    "regseg": REGSEG_FLAGS,
+    "preset_regseg": ["--sparse_view", *REGSEG_FLAGS],
+}
+MASK_FLAGS = ("--lambda_mask_vis", "--feature_field", "--lambda_segment_tv")  # need masks
 METRICS = ("PSNR", "SSIM", "LPIPS", "PSNR_masked")
 DASH = "\u2013"  # en dash of the "mean (min-max)" cells
 
@@ -538,10 +555,34 @@ def detect_slots(gpus: str | None) -> list[str | None]:
         return [None]
 
 
-def scene_stages(src: SceneSource, n_views: int, protocol: str, py: str = sys.executable):
-    """(stage, command, done) of the scene stages; done = its output is already there."""
+def uses_masks(configs: dict[str, list[str]]) -> bool:
+    """Whether some config trains with the segment masks (the masks and mask_matching
+    scene stages then run)."""
+    return any(f.split("=")[0] in MASK_FLAGS for flags in configs.values() for f in flags)
+
+
+def _mask_matching_done(work: str, n_views: int) -> bool:
+    try:
+        with open(os.path.join(work, "mask_matching", "meta.json")) as f:
+            return json.load(f).get("n_views") == n_views
+    except (OSError, ValueError):
+        return False
+
+
+def scene_stages(src: SceneSource, n_views: int, protocol: str, py: str = sys.executable,
+                 masks: bool = False):  # fmt: skip
+    """(stage, command, done) of the scene stages; done = its output is already there.
+    ``masks``: also the classical masks (SAM 2 where its weights are cached) and the mask
+    matching of the training views."""
     views = os.path.join(src.work, f"colmap_{n_views}views")
     common = ["-s", src.work, "--n_views", str(n_views), "--split_protocol", protocol]
+    mask_stages = [
+        ("masks", [py, "extract_mask.py", "-s", src.work, "--mode", "auto"],
+         os.path.isdir(os.path.join(src.work, "masks"))
+         and bool(os.listdir(os.path.join(src.work, "masks")))),
+        ("mask_matching", [py, "-m", "mask_matching", *common, "--overwrite"],
+         _mask_matching_done(src.work, n_views)),
+    ]  # fmt: skip
     return [
         ("prepare", src.prepare_cmd, os.path.isdir(os.path.join(src.work, "sparse", "0"))),
         ("colmap", [py, "colmap_match.py", *common],
@@ -549,7 +590,7 @@ def scene_stages(src: SceneSource, n_views: int, protocol: str, py: str = sys.ex
         ("mvs", [py, "-m", "mvs", *common],
          os.path.isfile(os.path.join(views, "dense", "points3D.ply"))
          and os.path.isfile(os.path.join(views, "dense", "report.json"))),
-    ]  # fmt: skip
+    ] + (mask_stages if masks else [])  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -564,7 +605,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+",
                    default=[int(s) for s in env.get("SEEDS", "0 1 2").split()])  # fmt: skip
     p.add_argument("--configs", nargs="+", default=env.get("CONFIGS", "vanilla preset").split(),
-                   help="names (vanilla, preset) or name=flag,flag,...")  # fmt: skip
+                   help="names (vanilla, preset, regseg, preset_regseg) or "
+                   "name=flag,flag,...")  # fmt: skip
     p.add_argument("--gpus", default=None, help="e.g. 0,1 (default: CUDA_VISIBLE_DEVICES, "
                    "else every GPU nvidia-smi lists, else one CPU job)")  # fmt: skip
     p.add_argument("--work", default=env.get("WORK"), help="prepared scenes folder")
@@ -574,7 +616,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dry_run", action="store_true", help="print the command lines only")
     a = p.parse_args(argv)
     try:
-        configs = parse_variants(a.configs, DEFAULT_CONFIGS)
+        configs = parse_variants(a.configs, KNOWN_CONFIGS)
     except ValueError as e:
         p.error(str(e))
     root = os.path.abspath(a.data_root)
@@ -608,7 +650,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.dry_run:
         print(f"cd {shlex.quote(REPO)}")
         for src in found:
-            for stage, cmd, done in scene_stages(src, a.n_views, protocol, py):
+            for stage, cmd, done in scene_stages(src, a.n_views, protocol, py, uses_masks(configs)):
                 print(f"# {src.name} {stage}" + (" (done, skipped)" if done else ""))
                 print(shlex.join(cmd))
         for r in runs:
@@ -621,7 +663,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def prepare(work_dir: str, slot: str | None):
         src = by_work[work_dir]
-        for stage, cmd, done in scene_stages(src, a.n_views, protocol, py):
+        for stage, cmd, done in scene_stages(src, a.n_views, protocol, py, uses_masks(configs)):
             if done:
                 continue
             log = os.path.join(out_root, a.dataset, src.name, f"{stage}.log")

@@ -316,3 +316,19 @@ def test_bench_runs_pool_failures_and_resume(tmp_path, capsys, monkeypatch):
     assert sq.main(args) == 2
     text = capsys.readouterr().out
     assert text.count("(existing results)") == 2 and text.count("FAILED at render") == 2
+
+
+def test_regseg_configs_add_the_mask_stages(tmp_path, capsys):
+    root = tmp_path / "llff"
+    (root / "fern").mkdir(parents=True)
+    (root / "fern" / "poses_bounds.npy").write_bytes(b"")
+    out = tmp_path / "out"
+    assert sb.main(["llff", str(root), str(out), "--dry_run", "--seeds", "0", "--configs",
+                    "vanilla", "preset_regseg"]) == 0  # fmt: skip
+    text = capsys.readouterr().out
+    work = out / "work" / "llff" / "fern"
+    assert f"extract_mask.py -s {work} --mode auto" in text
+    assert f"-m mask_matching -s {work} --n_views 3 --split_protocol llff --overwrite" in text
+    assert "--sparse_view --lambda_mask_vis 0.05 --mask_vis_tau 2 --feature_field" in text
+    assert sb.main(["llff", str(root), str(out), "--dry_run", "--configs", "vanilla"]) == 0
+    assert "mask_matching" not in capsys.readouterr().out
