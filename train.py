@@ -66,9 +66,8 @@ from scene import Scene
 from scene.errors import SceneError
 from segmentation.pca import pca_rgb
 from utils.binocular import build_binocular
-from utils.depth_losses import segment_tv_pixels
-from utils.extra_losses import ExtraLosses, build_extra_losses
-from utils.feature_field import build_feature_field, valid_codes
+from utils.extra_losses import ExtraLosses, build_extra_losses, segment_tv_inputs
+from utils.feature_field import build_feature_field
 from utils.general_utils import pick_device, seed_everything
 from utils.image_utils import psnr
 from utils.loss_utils import fast_ssim, l1_dssim_loss, l1_loss, load_fused_ssim, ssim
@@ -207,12 +206,7 @@ def build_method(
     maps = load_training_maps(scene, mask_reg, background.device)
     mask_vis = build_mask_visibility(scene, mask_reg, background.device, maps)
     field = build_feature_field(scene, mask_reg, maps, opt.iterations)
-    segment_tv = None
-    if maps and mask_reg.lambda_segment_tv > 0:
-        pixels = {n: (dm.code_index, segment_tv_pixels(dm.code_index, valid_codes(dm)))
-                  for n, dm in maps.items()}  # fmt: skip
-        window = (mask_reg.segment_tv_from, mask_reg.segment_tv_until)
-        segment_tv = (mask_reg.lambda_segment_tv, window, pixels)
+    segment_tv = segment_tv_inputs(mask_reg, maps)
     lambda_binocular = getattr(reg, "lambda_binocular", 0.0)
     extra = build_extra_losses(roi, depth, lambda_binocular, binocular, mask_vis, field,
                                segment_tv)  # fmt: skip

@@ -31,9 +31,10 @@ from utils.depth_losses import (
     pearson_patch_loss,
     relative_l1_depth_loss,
     segment_tv_loss,
+    segment_tv_pixels,
     ssi_depth_loss,
 )
-from utils.feature_field import FeatureField
+from utils.feature_field import FeatureField, valid_codes
 from utils.lpdr import lpdr_coefficients, lpdr_loss
 from utils.mask_visibility import MaskVisibility
 
@@ -159,6 +160,17 @@ class ExtraLosses:
         if self.binocular is not None and self.binocular.active(iteration):
             out["binocular"] = (self.lambda_binocular, self.binocular.term(render_pkg, camera))
         return out
+
+
+def segment_tv_inputs(mask_reg, maps: dict) -> tuple[float, tuple[int, int], dict] | None:
+    """The segment-aware depth TV's (weight, (from, until), name -> (code index, allowed
+    pixels)) for ``--lambda_segment_tv`` > 0, from the descriptor maps; None otherwise."""
+    if not maps or getattr(mask_reg, "lambda_segment_tv", 0.0) <= 0:
+        return None
+    pixels = {n: (dm.code_index, segment_tv_pixels(dm.code_index, valid_codes(dm)))
+              for n, dm in maps.items()}  # fmt: skip
+    window = (mask_reg.segment_tv_from, mask_reg.segment_tv_until)
+    return mask_reg.lambda_segment_tv, window, pixels
 
 
 def build_extra_losses(
