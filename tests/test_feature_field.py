@@ -303,6 +303,11 @@ def test_training_with_every_regsegfield_flag(tiny_scene, tmp_path, capsys):  # 
     and the field is saved beside the PLY for segment.py."""
     from gaussian.ply import load_ply
 
+    for flag in (["--feature_field"], ["--lambda_segment_tv", "0.1"]):  # no maps yet
+        missing = str(tmp_path / "missing")
+        assert train_script.main(common(tiny_scene, missing) + flag) == 1
+        assert "python -m mask_matching" in capsys.readouterr().err
+        assert not os.path.exists(missing)
     split_file = json.load(open(os.path.join(tiny_scene, "split.json")))
     _write_maps(tiny_scene, split_file["train"], 36, 48)
     try:
