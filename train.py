@@ -782,6 +782,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--opacity_decay {args.opacity_decay}: give a factor in (0, 1] (1: off)")
     if args.lambda_binocular < 0 or args.binocular_shift < 0:
         parser.error("--lambda_binocular and --binocular_shift must be >= 0")
+    if not args.feature_field and (args.refine_masks or args.train_rgb_until >= 0):
+        parser.error("--refine_masks and --train_rgb_until act on the feature field: "
+                     "add --feature_field")  # fmt: skip
+    if not 0.0 < args.group_topk <= 1.0:
+        parser.error(f"--group_topk {args.group_topk}: give a fraction in (0, 1]")
     args.save_iterations.append(args.iterations)
     print("Optimizing " + args.model_path)
     seed_everything(args.seed)

@@ -303,6 +303,11 @@ def test_training_with_every_regsegfield_flag(tiny_scene, tmp_path, capsys):  # 
     and the field is saved beside the PLY for segment.py."""
     from gaussian.ply import load_ply
 
+    for bad, says in ((["--refine_masks"], "add --feature_field"),
+                      (["--feature_field", "--group_topk", "0"], "--group_topk 0.0")):  # fmt: skip
+        with pytest.raises(SystemExit):
+            train_script.main(common(tiny_scene, str(tmp_path / "bad")) + bad)
+        assert says in capsys.readouterr().err
     for flag in (["--feature_field"], ["--lambda_segment_tv", "0.1"]):  # no maps yet
         missing = str(tmp_path / "missing")
         assert train_script.main(common(tiny_scene, missing) + flag) == 1
