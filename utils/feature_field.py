@@ -35,7 +35,9 @@ with pixel counts c_k at training resolution):
       dissim = sum_l mean over negatives of relu(1 - d^l)
 
   Codes without a mask (the uncovered region) and codes of fewer than 20 pixels take no
-  part. Both terms have weight 1.
+  part. Both terms have weight 1. With unit-length levels, mean_D |a - b| is at most
+  2 / sqrt(D) = 0.5, so the margin of 1 is never reached and every negative pair keeps a
+  constant push (as in RegSegField, whose rendered features are even halved first).
 
 After ``train_rgb_until`` (``geometry_frozen``) the RGB losses, densification and every
 parameter but the features stop; train.py then renders only the feature pass.
