@@ -43,6 +43,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:  # python segmentation/features.py
     sys.path.insert(0, REPO_ROOT)
 
+from scene.errors import SceneError  # noqa: E402
 from segmentation.errors import SegmentationError  # noqa: E402
 
 FEATURE_DIR = "features"
@@ -196,6 +197,40 @@ def make_scene_features(
     return meta
 
 
+def matched_scene_features(source: str) -> dict:
+    """Write ``<source>/features/<stem>.npy`` for each training view of mask_matching/: its
+    matched descriptor map, the L levels concatenated ([L*D, h, w] float16, at the masks'
+    resolution). These features agree across views by construction (mask_matching trains
+    them on the COLMAP matches), so distilling them groups a segment seen in several views.
+    Only the training views get maps, which is all that segment.py distils from.
+
+    Returns the meta.json content; ``SceneError`` (one line) without mask_matching/.
+    """
+    from mask_matching.maps import load_descriptor_maps, load_meta
+    from priors.io import save_npy
+
+    meta_mm = load_meta(source)
+    names = list(meta_mm["train"])
+    maps = load_descriptor_maps(source, names)
+    out_dir = os.path.join(source, FEATURE_DIR)
+    for name in names:
+        dense = maps[name].dense()  # [L, D, h, w]
+        save_npy(feature_path(source, name), dense.reshape(-1, *dense.shape[2:]).numpy()
+                 .astype(np.float16))  # fmt: skip
+    levels, dim = (int(v) for v in maps[names[0]].table.shape[1:])
+    meta = {
+        "extractor": "mask_matching (matched descriptor maps of the training views)",
+        "channels": levels * dim,
+        "levels": levels,
+        "dim_per_level": dim,
+        "views": names,
+        "mask_backend": meta_mm.get("mask_backend", "unknown"),
+    }
+    with open(os.path.join(out_dir, "meta.json"), "w") as f:
+        json.dump(meta, f, indent=2)
+    return meta
+
+
 def feature_path(source: str, image_name: str) -> str:
     """``<source>/features/<stem>.npy`` of an image name (sub-folders kept)."""
     return os.path.join(source, FEATURE_DIR, os.path.splitext(image_name)[0] + ".npy")
@@ -236,14 +271,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dim", type=int, default=16, help="channels per mask level")
     p.add_argument("--rgb_weight", type=float, default=0.0, help="append pixel RGB times this")
     p.add_argument("--seed", type=int, default=0, help="seed of the random projection")
+    p.add_argument("--from_mask_matching", action="store_true",
+                   help="write the matched descriptor maps of python -m mask_matching instead "
+                   "(training views only; agree across views by construction)")  # fmt: skip
     args = p.parse_args(argv)
     try:
         if args.dim < 1:
             raise SegmentationError(f"--dim must be >= 1 (got {args.dim})")
+        if args.from_mask_matching:
+            meta = matched_scene_features(args.source_path)
+            print(f"[features] {args.source_path}/{FEATURE_DIR}: {meta['channels']} channels "
+                  f"(mask_matching, {len(meta['views'])} training views)")  # fmt: skip
+            return 0
         meta = make_scene_features(
             args.source_path, args.images, args.dim, args.rgb_weight, args.seed
         )
-    except (SegmentationError, ValueError) as exc:
+    except (SegmentationError, SceneError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(

@@ -424,3 +424,23 @@ def test_the_feature_pass_on_gsplat_matches_the_torch_backend():
     (f_t, g_t), (f_g, g_g) = results
     assert (f_t - f_g).abs().max() < 1e-3
     assert (g_t - g_g).abs().max() / g_t.abs().max() < 1e-3
+
+
+def test_matched_descriptor_maps_as_2d_features(tmp_path, capsys):
+    """python -m segmentation.features --from_mask_matching writes each training view's
+    matched descriptor map as features/<stem>.npy, the 2D features segment.py distils."""
+    from segmentation import features
+
+    scene = str(tmp_path / "scene")
+    assert features.main(["-s", scene, "--from_mask_matching"]) == 1
+    assert "python -m mask_matching" in capsys.readouterr().err
+    names = ["a.png", "b.png"]
+    _write_maps(scene, names, 12, 16)
+    assert features.main(["-s", scene, "--from_mask_matching"]) == 0
+    maps, _ = _maps(names, 12, 16)
+    for name in names:
+        got = np.load(os.path.join(scene, "features", name[:-4] + ".npy"))
+        want = maps[name].dense().reshape(64, 12, 16).numpy()
+        assert got.shape == (64, 12, 16) and np.allclose(got, want, atol=1e-3)
+    meta = json.load(open(os.path.join(scene, "features", "meta.json")))
+    assert meta["channels"] == 64 and meta["views"] == names
