@@ -59,6 +59,9 @@ def test_sigint_saves_gaussians_and_a_checkpoint_that_resumes(tiny_scene, tmp_pa
     monkeypatch.setattr(train_script, "optimizer_step", step_then_ctrl_c)
     model = str(tmp_path / "model")
     args = common(tiny_scene, model)
+    # Whatever handler the test process has (SIG_IGN when a shell starts it in the
+    # background, as `nohup ... &` does): the run must put it back.
+    before = signal.getsignal(signal.SIGINT)
     assert train_script.main(args) == 130
     line = resume_line(capsys.readouterr().err)
     ply = os.path.join(model, "point_cloud", "iteration_4", "point_cloud.ply")
@@ -70,7 +73,7 @@ def test_sigint_saves_gaussians_and_a_checkpoint_that_resumes(tiny_scene, tmp_pa
     assert load_ply(ply).num_gaussians == saved["model"]["params"]["means"].shape[0]
     assert not os.path.exists(os.path.join(model, "point_cloud", "iteration_10"))
     # The handlers are the previous ones again.
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before
 
     monkeypatch.setattr(train_script, "optimizer_step", step)
     assert train_script.main(args + ["--start_checkpoint", ckpt]) == 0
