@@ -21,6 +21,10 @@
 #   sparse   bench/sparse_quality.py on data_local (fern, dtu_scan24; SPARSE_ARGS: more flags,
 #            e.g. --jobs 4 --seeds 0): table to $OUT/RESULTS_sparse.md, numbers to
 #            $OUT/sparse_quality.json, models in output/sparse_quality
+#   regseg   issue 14's acceptance: bench/sparse_quality.py on fern and dtu_scan24 (under
+#            REGSEG_DATA, default data_local; each needs mask_matching/), RegSegField's
+#            regularisation on the SfM points, random points and the preset, each against
+#            its base (REGSEG_ARGS: e.g. --jobs 7 --seeds 0 1 2; --jobs 1 for timings)
 #   cache    save the compiled CUDA extensions to $OUT (copy into .gpu/ext_cache/)
 # Data: data_local/{lego,fern,nerd_maryrose} carried with the run (see docs/RESULTS.md).
 set -uo pipefail
@@ -68,6 +72,10 @@ print(f'import torch + CUDA context: {time.time() - t:.2f} s')" ;;
     roi) python3 scripts/run_maryrose_roi.py --results "$OUT/RESULTS_roi.md" ${ROI_ARGS:-} ;;
     sparse) python3 bench/sparse_quality.py --data data_local --results "$OUT/RESULTS_sparse.md" \
       --json "$OUT/sparse_quality.json" ${SPARSE_ARGS:-} ;;
+    regseg) python3 bench/sparse_quality.py --data ${REGSEG_DATA:-data_local} \
+      --scenes fern dtu_scan24 --variants vanilla_sfm regseg vanilla_random regseg_random \
+      preset preset_regseg --results "$OUT/RESULTS_regseg.md" --json "$OUT/regseg.json" \
+      --out output/regseg ${REGSEG_ARGS:-} ;;
     cache) GPU_CACHE_MODE=save OUTDIR=$OUT . scripts/gpu_cache.sh ;;
     *) echo "unknown step $step" ;;
   esac > "$OUT/$step.log" 2>&1
