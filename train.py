@@ -787,6 +787,8 @@ def main(argv: list[str] | None = None) -> int:
                      "add --feature_field")  # fmt: skip
     if not 0.0 < args.group_topk <= 1.0:
         parser.error(f"--group_topk {args.group_topk}: give a fraction in (0, 1]")
+    if args.group_downscale < 1:
+        parser.error(f"--group_downscale {args.group_downscale}: give a factor >= 1")
     args.save_iterations.append(args.iterations)
     print("Optimizing " + args.model_path)
     seed_everything(args.seed)

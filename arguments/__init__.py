@@ -235,6 +235,8 @@ class MaskRegParams(ParamGroup):
         "densification and geometry stop (-1: never; RegSegField: 20000 of 22000)",
         "group_topk": "fraction of the Gaussians, the most opaque in view, that render the "
         "field (RegSegField: 0.2)",
+        "group_downscale": "render the field and take its losses at 1/N of the training "
+        "resolution (1: RegSegField; 2 makes the field pass about 4x cheaper)",
         "refine_masks": "retrain the descriptor network against the rendered field while the "
         "group loss runs and refresh the descriptor maps (needs --feature_field)",
         "refine_every": "steps between two refreshes of the descriptor maps",
@@ -259,6 +261,7 @@ class MaskRegParams(ParamGroup):
         self.group_until = 6000
         self.train_rgb_until = -1
         self.group_topk = 0.2
+        self.group_downscale = 1
         self.refine_masks = False
         self.refine_every = 500
         self.lambda_segment_tv = 0.0

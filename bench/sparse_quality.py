@@ -18,7 +18,8 @@ Scenes are prepared folders under --data (scripts/prepare_*.py, then colmap_matc
   preset          --sparse_view
 Named, not run by default (they need <scene>/mask_matching/: extract_mask.py, then python -m
 mask_matching): regseg, regseg_random, preset_regseg: RegSegField's regularisation
-(scripts/sparse_benchmark.py REGSEG_FLAGS) on the SfM points, random points, the preset.
+(scripts/sparse_benchmark.py REGSEG_FLAGS) on the SfM points, random points, the preset;
+preset_regseg_half: the last with the feature field at half resolution.
 Each (scene, variant, seed) is train.py -s <scene> -m <out>/<scene>/<variant>/s<seed> --eval
 --n_views N --split_protocol P --iterations I --test_iterations I --save_iterations I
 --seed S --quiet <flags>, then render.py --skip_train and metrics.py; each stage logs to
@@ -79,6 +80,7 @@ NAMED_FLAGS = {
     "regseg": ["--init", "sfm", *REGSEG_FLAGS],
     "regseg_random": ["--init", "random", *REGSEG_FLAGS],
     "preset_regseg": ["--sparse_view", *REGSEG_FLAGS],
+    "preset_regseg_half": ["--sparse_view", *REGSEG_FLAGS, "--group_downscale", "2"],
 }
 
 

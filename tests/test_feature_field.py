@@ -235,6 +235,32 @@ def test_the_feature_pass_trains_the_features_only_from_the_most_opaque_fifth():
     assert field.terms(cam, 10) == {} and field.phase(0) is None
 
 
+def test_the_field_at_half_resolution():
+    """--group_downscale 2: the field pass, its codes and its distillation target at
+    24x20 for a 48x40 view, the same camera pose (the field's centre pixel sees what the
+    full-resolution render's centre sees)."""
+    model = _model(40)
+    cam = _camera()
+    maps, _ = _maps([cam.image_name], 40, 48)
+    field = FeatureField(maps, FieldSettings(start=0, distill_until=5, until=10, downscale=2))
+    field.add_parameter(model)
+    field.bind(model, _torch_render)
+    feat = field.render(model, cam)
+    assert feat.shape == (4, 16, 20, 24)
+    view = field.views[cam.image_name]
+    assert view.code_index.shape == (20, 24) and view.valid.tolist() == [False, True, True, True]
+    assert torch.isfinite(field.terms(cam, 3)["group_distill"][1])
+    assert all(torch.isfinite(v) for _, v in field.terms(cam, 7).values())
+    full = FeatureField(maps, FieldSettings(start=0, distill_until=5, until=10, topk=1.0))
+    half = FeatureField(maps, FieldSettings(start=0, distill_until=5, until=10, topk=1.0,
+                                            downscale=2))  # fmt: skip
+    for f in (full, half):
+        f.bind(model, _torch_render)
+    a, b = full.render(model, cam), half.render(model, cam)
+    # The pixel block 2x2 of the full render around the half render's pixel (10, 12).
+    assert torch.allclose(a[:, :, 20:22, 24:26].mean(dim=(2, 3)), b[:, :, 10, 12], atol=0.15)
+
+
 def test_the_refiner_trains_the_network_and_refreshes_the_shared_maps():
     names = ["a.png", "b.png"]
     maps, net = _maps(names, 20, 24)

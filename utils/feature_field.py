@@ -172,13 +172,40 @@ class FieldSettings:
     distill_until: int = 1200  # ... and before this one; then the group loss ...
     until: int = 6000  # ... until this step
     rgb_until: int | None = None  # geometry frozen after this step (None: never)
+    downscale: int = 1  # the field is rendered (and its losses taken) at 1/downscale
 
 
 @dataclass
 class _ViewCodes:
-    code_index: torch.Tensor  # [H, W] int64
+    code_index: torch.Tensor  # [h, w] int64 at the field's resolution
     masks: torch.Tensor  # [U, K] bool
     valid: torch.Tensor  # [U] bool
+
+
+def _field_view(dm: DescriptorMap, downscale: int) -> _ViewCodes:
+    """A view's codes at 1/``downscale`` of the map's resolution; the 20-pixel floor of a
+    valid code stays 20 pixels at full resolution."""
+    if downscale == 1:
+        return _ViewCodes(dm.code_index, dm.codes[:, 1:], valid_codes(dm))
+    h, w = dm.size
+    small = dm.resized(max(1, h // downscale), max(1, w // downscale))
+    floor = max(1, round(MIN_CODE_PIXELS / downscale**2))
+    return _ViewCodes(small.code_index, dm.codes[:, 1:], valid_codes(small, floor))
+
+
+def scaled_camera(camera, downscale: int):
+    """A render-only copy of ``camera`` at 1/``downscale`` of its resolution (same pose and
+    field of view; pixel (0, 0) still spans [0, 1) x [0, 1))."""
+    from scene.cameras import Camera
+
+    if downscale == 1:
+        return camera
+    return Camera(
+        camera.uid, camera.image_name, camera.R, camera.T, camera.fx / downscale,
+        camera.fy / downscale, camera.cx / downscale, camera.cy / downscale,
+        max(1, camera.image_width // downscale), max(1, camera.image_height // downscale),
+        device=camera.device, znear=camera.znear, zfar=camera.zfar,
+    )  # fmt: skip
 
 
 class FeatureField:
@@ -195,10 +222,9 @@ class FeatureField:
     def __init__(self, maps: dict[str, DescriptorMap], settings: FieldSettings,
                  refiner: MaskRefiner | None = None) -> None:  # fmt: skip
         self.maps, self.settings, self.refiner = maps, settings, refiner
-        self.views = {
-            name: _ViewCodes(dm.code_index, dm.codes[:, 1:], valid_codes(dm))
-            for name, dm in maps.items()
-        }  # codes[:, 0] is the uncovered region
+        # codes[:, 0] is the uncovered region
+        self.views = {name: _field_view(dm, settings.downscale) for name, dm in maps.items()}
+        self._cameras: dict[str, object] = {}  # image name -> its camera at field resolution
         self._model: GaussianModel | None = None
         self._render: RenderFn | None = None
 
@@ -234,9 +260,13 @@ class FeatureField:
     # ------------------------------------------------------------------ rendering
 
     def render(self, model: GaussianModel, camera) -> torch.Tensor:
-        """[L, D, H, W] field of ``camera``, unit length per level (see the module
-        docstring: most visible Gaussians only, geometry detached)."""
+        """[L, D, h, w] field of ``camera`` at 1/downscale of its resolution, unit length
+        per level (see the module docstring: most visible Gaussians only, geometry
+        detached)."""
         assert self._render is not None, "FeatureField.bind() first"
+        if camera.image_name not in self._cameras:
+            self._cameras[camera.image_name] = scaled_camera(camera, self.settings.downscale)
+        camera = self._cameras[camera.image_name]
         with torch.no_grad():
             opacity = model.get_opacity
             score = torch.where(camera.sees(model.get_xyz), opacity, torch.full_like(opacity, -1))
@@ -258,9 +288,10 @@ class FeatureField:
         if phase is None or name not in self.views:
             return {}
         feat = self.render(self._model, camera)
-        if phase == "distill":
-            return {"group_distill": (1.0, distill_loss(feat, self.maps[name].dense()))}
         view = self.views[name]
+        if phase == "distill":  # the current table: the refinement replaces it
+            target = self.maps[name].table[view.code_index].permute(2, 3, 0, 1)  # [L, D, h, w]
+            return {"group_distill": (1.0, distill_loss(feat, target))}
         mean, disp, counts = code_statistics(feat, view.code_index, view.masks.shape[0])
         sim, dissim = group_loss(mean, disp, view.masks, view.valid)
         out = {"group_sim": (1.0, sim), "group_dissim": (1.0, dissim)}
@@ -345,6 +376,7 @@ def build_feature_field(scene, mask_reg, maps: dict[str, DescriptorMap],
         distill_until=mask_reg.group_distill_until,
         until=mask_reg.group_until,
         rgb_until=rgb_until if 0 <= rgb_until < iterations else None,
+        downscale=mask_reg.group_downscale,
     )
     refiner = None
     if mask_reg.refine_masks:
@@ -358,5 +390,7 @@ def build_feature_field(scene, mask_reg, maps: dict[str, DescriptorMap],
     refined = f", masks refined every {mask_reg.refine_every} steps" if refiner else ""
     print(f"Feature field: {settings.levels}x{settings.dim} per Gaussian, distil "
           f"{settings.start}-{settings.distill_until}, group loss until {settings.until}"
-          f"{frozen}, the top {settings.topk:.0%} render it{refined}")  # fmt: skip
+          f"{frozen}, the top {settings.topk:.0%} render it"
+          f"{f' at 1/{settings.downscale} resolution' if settings.downscale > 1 else ''}"
+          f"{refined}")  # fmt: skip
     return FeatureField(maps, settings, refiner)
