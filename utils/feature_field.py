@@ -185,8 +185,6 @@ class _ViewCodes:
 def _field_view(dm: DescriptorMap, downscale: int) -> _ViewCodes:
     """A view's codes at 1/``downscale`` of the map's resolution; the 20-pixel floor of a
     valid code stays 20 pixels at full resolution."""
-    if downscale == 1:
-        return _ViewCodes(dm.code_index, dm.codes[:, 1:], valid_codes(dm))
     h, w = dm.size
     small = dm.resized(max(1, h // downscale), max(1, w // downscale))
     floor = max(1, round(MIN_CODE_PIXELS / downscale**2))
