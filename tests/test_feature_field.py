@@ -19,10 +19,11 @@ from gaussian.model import GaussianModel
 from gaussian.optim import build_training_optimizer
 from gaussian.strategy.default import split
 from gaussian.view_cull import count_views, cull_unseen
-from mask_matching.maps import DescriptorMap, write_model
+from mask_matching.maps import DescriptorMap
 from mask_matching.network import DescriptorNet
 from scene.cameras import Camera
 from tests.conftest import random_gaussians, requires_cuda
+from tests.test_mask_visibility import write_mask_matching
 from tests.test_sparse_view import common, tiny_scene  # noqa: F401 (fixture)
 from utils.depth_losses import segment_tv_loss, segment_tv_pixels
 from utils.feature_field import (
@@ -303,24 +304,9 @@ def test_count_views_and_the_warm_up_cull():
 
 
 def _write_maps(scene: str, names: list[str], h: int, w: int) -> None:
-    """mask_matching/ as ``python -m mask_matching`` lays it out: maps with codes, the
-    network (model.pt) and meta.json with the match counts."""
-    folder = os.path.join(scene, "mask_matching")
-    os.makedirs(os.path.join(folder, "maps"), exist_ok=True)
+    """mask_matching/ with the maps of ``_maps`` (codes included) and their network."""
     maps, net = _maps(names, h, w)
-    files = {}
-    for name, dm in maps.items():
-        rel = "maps/" + os.path.splitext(name)[0] + ".npz"
-        counts = torch.bincount(dm.code_index.reshape(-1), minlength=4).numpy()
-        np.savez(os.path.join(folder, rel), code_index=dm.code_index.numpy().astype(np.int32),
-                 table=dm.table.numpy(), codes=dm.codes.numpy(), counts=counts)  # fmt: skip
-        files[name] = rel
-    write_model(folder, net, names)
-    counts = [[0 if i == j else 10 for j in range(len(names))] for i in range(len(names))]
-    meta = {"n_views": len(names), "train": names, "split_protocol": "custom", "levels": 4,
-            "dim": 16, "maps": files, "match_counts": counts}  # fmt: skip
-    with open(os.path.join(folder, "meta.json"), "w") as f:
-        json.dump(meta, f)
+    write_mask_matching(scene, maps, net)
 
 
 def test_training_with_every_regsegfield_flag(tiny_scene, tmp_path, capsys):  # noqa: F811

@@ -60,21 +60,37 @@ def test_a_gaussian_inside_the_matched_segment_counts_one_and_outside_zero():
     assert visibility_penalty(count, seen, tau=2).tolist() == [1.0, 1.0, 2.0, 0.0]
 
 
-def _write_constant_maps(scene: str, names: list[str]) -> None:
-    """One segment covering every view (all descriptors agree), as mask_matching lays it out."""
+def write_mask_matching(scene: str, maps: dict[str, DescriptorMap], net=None) -> None:
+    """``<scene>/mask_matching/`` as ``python -m mask_matching`` lays it out: one npz per
+    view (with its codes and counts when the map has codes), the network when given, and
+    meta.json with every pair of views at 10 matches."""
+    from mask_matching.maps import map_file, write_model
+
     folder = os.path.join(scene, "mask_matching")
-    os.makedirs(os.path.join(folder, "maps"), exist_ok=True)
-    maps = {}
-    for name in names:
-        rel = "maps/" + os.path.splitext(name)[0] + ".npz"
-        np.savez(os.path.join(folder, rel), code_index=np.zeros((9, 12), np.int32),
-                 table=np.ones((1, 4, 16), np.float32) / 4.0)  # fmt: skip
-        maps[name] = rel
+    names = list(maps)
+    files = {}
+    for name, dm in maps.items():
+        rel = map_file(name)
+        arrays = {"code_index": dm.code_index.numpy().astype(np.int32), "table": dm.table.numpy()}
+        if dm.codes is not None:
+            counts = torch.bincount(dm.code_index.reshape(-1), minlength=len(dm.codes))
+            arrays.update(codes=dm.codes.numpy(), counts=counts.numpy())
+        os.makedirs(os.path.dirname(os.path.join(folder, rel)), exist_ok=True)
+        np.savez(os.path.join(folder, rel), **arrays)
+        files[name] = rel
+    if net is not None:
+        write_model(folder, net, names)
     counts = [[0 if i == j else 10 for j in range(len(names))] for i in range(len(names))]
     meta = {"n_views": len(names), "train": names, "split_protocol": "custom", "levels": 4,
-            "dim": 16, "maps": maps, "match_counts": counts}  # fmt: skip
+            "dim": 16, "maps": files, "match_counts": counts}  # fmt: skip
     with open(os.path.join(folder, "meta.json"), "w") as f:
         json.dump(meta, f)
+
+
+def _write_constant_maps(scene: str, names: list[str]) -> None:
+    """One segment covering every view (all descriptors agree)."""
+    one = torch.zeros(9, 12, dtype=torch.long), torch.ones(1, 4, 16) / 4.0
+    write_mask_matching(scene, {n: DescriptorMap(n, *one) for n in names})
 
 
 def test_training_with_mask_visibility(tiny_scene, tmp_path, capsys):  # noqa: F811
