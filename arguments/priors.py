@@ -63,6 +63,9 @@ class MaskExtractionParams(ParamGroup):
         "fill_holes": "ROI: fill holes enclosed by the foreground",
         "grabcut_max_side": "classical ROI: run GrabCut on a copy at most this large",
         "offload_video": "SAM 2 ROI: keep the video frames in CPU memory",
+        "train_views_of": "auto: only the training views listed in this split.json "
+        "(colmap_match.py --n_views N writes <scene>/colmap_<N>views/split.json); default: "
+        "every image",
     }
     _choices = {
         "mode": ["auto", "roi"],
@@ -91,6 +94,7 @@ class MaskExtractionParams(ParamGroup):
         self.fill_holes = False
         self.grabcut_max_side = 640
         self.offload_video = False
+        self.train_views_of = ""
         super().__init__(parser, "Mask Extraction Parameters")
 
 

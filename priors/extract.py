@@ -23,7 +23,14 @@ from tqdm import tqdm
 from priors import PriorError
 from priors import sam2_backend as sb
 from priors.classical import classical_masks, fill_holes, grabcut_roi
-from priors.io import atomic_write, image_size, list_images, load_rgb, save_image
+from priors.io import (
+    atomic_write,
+    image_size,
+    list_images,
+    load_rgb,
+    save_image,
+    train_views_of,
+)
 from priors.masks import save_mask_set
 from priors.prompts import (
     ObjectPrompt,
@@ -111,13 +118,16 @@ def _stem_path(folder: str, name: str, ext: str) -> str:
 
 
 def extract_auto(scene: str, args: Namespace, be: MaskBackend) -> int:
-    """masks/<stem>.npz + .png for every image; returns how many were written.
+    """masks/<stem>.npz + .png for every image (or the training views of
+    ``--train_views_of``); returns how many were written.
 
     Images for which no mask passes the thresholds get no file and are reported together
     at the end (PriorError), after the others are written.
     """
     images_dir = os.path.join(scene, args.images)
     names = list_images(images_dir)
+    if getattr(args, "train_views_of", ""):
+        names = train_views_of(args.train_views_of, names)
     out_dir = os.path.join(scene, "masks")
     if be.name == "sam2":
         _ensure_model(be, args, video=False)

@@ -137,6 +137,32 @@ def save_image(path: str, image: Image.Image | np.ndarray, **params) -> None:
     write_file(path, lambda f: image.save(f, format=fmt, **params))
 
 
+def train_views_of(split_json: str, names: list[str]) -> list[str]:
+    """The names of ``names`` that ``split_json`` (a split.json as colmap_match.py writes it
+    for ``--n_views``) lists as training views, in the order of ``names``.
+
+    A sparse-view run reads the priors of its training views only; the other photos of the
+    folder need none (on NeRD maryrose, 12 of 69)."""
+    import json
+
+    try:
+        with open(split_json) as f:
+            train = json.load(f)["train"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise PriorError(
+            f"{split_json}: not a split.json with a 'train' list ({e}); make it with "
+            "python colmap_match.py -s <scene> --n_views N"
+        ) from e
+    chosen = [n for n in names if n in set(train)]
+    missing = sorted(set(train) - set(chosen))
+    if missing:
+        raise PriorError(
+            f"{split_json}: {len(missing)} training view(s) not in the image folder "
+            f"(e.g. {missing[0]}); is --images the folder of the split?"
+        )
+    return chosen
+
+
 def find_scenes(root: str, images: str = "images") -> list[str]:
     """Scene folders below ``root`` (``root`` itself included): those holding ``images``."""
     if not os.path.isdir(root):

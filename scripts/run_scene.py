@@ -18,7 +18,8 @@ convert               scripts/prepare_{llff,dtu,blender}.py --src S --out    LLF
 sfm                   colmap_match.py -s S (full SfM)                         no poses
 colmap_views          colmap_match.py -s S --n_views N --split_protocol P     --n_views
 masks                 extract_mask.py -s S --mode auto (SAM 2 with weights,   always
-                      else the classical backend; --no_sam2: classical)
+                      else the classical backend; --no_sam2: classical;
+                      with --n_views, the training views only)
 depth                 predepth.py -s S --depth_model DIR (Depth Pro)          --depth_model
 mask_matching         python -m mask_matching -s S --n_views N                --n_views
 mvs                   python -m mvs -s S --n_views N                          --n_views
@@ -26,7 +27,8 @@ alignment             python -m alignment -s S --n_views N --prior mvs|depth  --
 train                 train.py -s S -m M --eval [--n_views N --sparse_view]   always
 render                render.py -m M --skip_train                             always
 metrics               metrics.py -m M                                         always
-features              python -m segmentation.features -s S (from masks/)      always
+features              python -m segmentation.features -s S (from masks/; the  always
+                      training views only with --n_views)
 segment               segment.py -m M                                         always
 ====================  =====================================================  ===========
 
@@ -153,11 +155,15 @@ def plan(args: argparse.Namespace, scene: Path, model: Path, train_extra: list[s
                             [images], [colmap_views], sfm_up))  # fmt: skip
     elif n:
         skipped.append("colmap_views: the scene's poses are not a COLMAP model (sparse/0)")
-    mask_cmd = [py, "extract_mask.py", *s, "--mode", "auto"]
+    # A sparse-view run reads the masks and 2D features of its training views only.
+    split = colmap_views / "split.json"
+    only_train = ["--train_views_of", str(split)] if colmap_ok else []
+    split_in = [split] if colmap_ok else []
+    mask_cmd = [py, "extract_mask.py", *s, "--mode", "auto", *only_train]
     if args.no_sam2:
         mask_cmd += ["--backend", "classical"]
         print("[run_scene] masks: classical backend (--no_sam2)")
-    stages.append(Stage("masks", mask_cmd, [images], [scene / "masks"], sfm_up))
+    stages.append(Stage("masks", mask_cmd, [images, *split_in], [scene / "masks"], sfm_up))
     if args.depth_model:
         stages.append(Stage("depth", [py, "predepth.py", *s, "--depth_model", args.depth_model],
                             [images], [scene / "depth_pro"]))  # fmt: skip
@@ -190,8 +196,8 @@ def plan(args: argparse.Namespace, scene: Path, model: Path, train_extra: list[s
     stages.append(Stage("metrics", [py, "metrics.py", "-m", str(model)], [],
                         [model / "results.json"], ["render"]))  # fmt: skip
     if (REPO / "segment.py").is_file():
-        stages.append(Stage("features", [py, "-m", "segmentation.features", *s], [],
-                            [scene / "features"], ["masks"]))  # fmt: skip
+        stages.append(Stage("features", [py, "-m", "segmentation.features", *s, *only_train],
+                            split_in, [scene / "features"], ["masks"]))  # fmt: skip
         seg = [py, "segment.py", "-m", str(model), *shlex.split(args.segment_args)]
         stages.append(Stage("segment", seg, [],
                             [model / "segments"], ["train", "features"]))  # fmt: skip

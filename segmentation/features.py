@@ -43,6 +43,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:  # python segmentation/features.py
     sys.path.insert(0, REPO_ROOT)
 
+from priors import PriorError  # noqa: E402
 from scene.errors import SceneError  # noqa: E402
 from segmentation.errors import SegmentationError  # noqa: E402
 
@@ -79,6 +80,15 @@ def pixel_descriptors(rgb: np.ndarray) -> np.ndarray:
     return np.concatenate([x, np.zeros_like(x), hist], 1)
 
 
+def pixel_embedding(rgb: np.ndarray, proj: np.ndarray) -> np.ndarray:
+    """``pixel_descriptors(rgb) @ proj`` [H*W, D] without the [H*W, 70] matrix: the one-hot
+    histogram picks one row of ``proj`` and the std part is zero."""
+    x = rgb.reshape(-1, 3).astype(np.float64)
+    q = np.clip((x * HIST_BINS).astype(np.int64), 0, HIST_BINS - 1)
+    cell = (q[:, 0] * HIST_BINS + q[:, 1]) * HIST_BINS + q[:, 2]
+    return x @ proj[:3] + proj[6 + cell]
+
+
 def level_labels(masks: np.ndarray, levels: np.ndarray, level: int) -> np.ndarray:
     """[H, W] index of the smallest mask of ``level`` covering each pixel, -1 where none."""
     out = np.full(masks.shape[1:], -1, dtype=np.int64)
@@ -112,7 +122,7 @@ def mask_feature_map(
             f"masks are {masks.shape[1]}x{masks.shape[2]} but the image is {h}x{w}; "
             "re-run extract_mask.py on these images"
         )
-    own = pixel_descriptors(rgb) @ proj  # [HW, D]
+    own = pixel_embedding(rgb, proj)  # [HW, D]
     chans = []
     for lvl in range(n_levels):
         lab = level_labels(masks, levels, lvl).ravel()
@@ -134,14 +144,17 @@ def make_scene_features(
     seed: int = 0,
     overwrite: bool = True,
     progress: bool = True,
+    train_views_of: str = "",
 ) -> dict:
-    """Write ``<source>/features/<stem>.npy`` for every image with ``masks/<stem>.npz``.
+    """Write ``<source>/features/<stem>.npy`` for every image with ``masks/<stem>.npz`` (or
+    only the training views of the split.json ``train_views_of``).
 
     Returns the meta.json content. Raises ``SegmentationError`` when there are no masks.
     """
     from tqdm import tqdm
 
     from priors.io import list_images, load_rgb, save_npy
+    from priors.io import train_views_of as split_train_views
     from priors.masks import load_mask_set
 
     img_dir = os.path.join(source, images)
@@ -149,6 +162,8 @@ def make_scene_features(
     if not os.path.isdir(img_dir):
         raise SegmentationError(f"{img_dir} not found; pass the scene folder with -s")
     names = list_images(img_dir)
+    if train_views_of:
+        names = split_train_views(train_views_of, names)
     stems = [os.path.splitext(n)[0] for n in names]
     have = [os.path.isfile(os.path.join(mask_dir, s + ".npz")) for s in stems]
     if not any(have):
@@ -271,6 +286,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dim", type=int, default=16, help="channels per mask level")
     p.add_argument("--rgb_weight", type=float, default=0.0, help="append pixel RGB times this")
     p.add_argument("--seed", type=int, default=0, help="seed of the random projection")
+    p.add_argument("--train_views_of", default="", metavar="SPLIT_JSON",
+                   help="only the training views listed in this split.json (segment.py "
+                   "distils the training views; colmap_match.py --n_views N writes "
+                   "<scene>/colmap_<N>views/split.json)")  # fmt: skip
     p.add_argument("--from_mask_matching", action="store_true",
                    help="write the matched descriptor maps of python -m mask_matching instead "
                    "(training views only; agree across views by construction)")  # fmt: skip
@@ -284,9 +303,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"(mask_matching, {len(meta['views'])} training views)")  # fmt: skip
             return 0
         meta = make_scene_features(
-            args.source_path, args.images, args.dim, args.rgb_weight, args.seed
-        )
-    except (SegmentationError, SceneError, ValueError) as exc:
+            args.source_path, args.images, args.dim, args.rgb_weight, args.seed,
+            train_views_of=args.train_views_of,
+        )  # fmt: skip
+    except (SegmentationError, SceneError, ValueError, PriorError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(

@@ -241,3 +241,25 @@ def test_load_rgb_modes_and_tiny_images(tmp_path):
     assert load_rgb(str(tmp_path / "rgba.png"))[0, 0].tolist() == [200, 0, 0]
     with pytest.raises(PriorError, match="at least 8 pixels"):
         load_rgb(str(tmp_path / "tiny.png"))
+
+
+def test_auto_masks_of_the_training_views_only(tmp_path, capsys):
+    """--train_views_of: masks for the split's training views only (a sparse-view run needs
+    no others); a file that is not a split is one line."""
+    scene = tmp_path / "scene"
+    (scene / "images").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        img = np.zeros((64, 64, 3), np.uint8)
+        img[:, 32:] = 200
+        Image.fromarray(img + (rng.random((64, 64, 3)) * 20).astype(np.uint8)).save(
+            scene / "images" / f"{name}.png"
+        )
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"train": ["b.png"], "test": ["a.png"]}))
+    base = ["-s", str(scene), "--device", "cpu", "--backend", "classical", "--min_area", "50"]
+    assert extract_mask.main(base + ["--train_views_of", str(split)]) == 0
+    assert sorted(p.name for p in (scene / "masks").iterdir()) == ["b.npz", "b.png"]
+    split.write_text("[]")
+    assert extract_mask.main(base + ["--train_views_of", str(split)]) == 1
+    assert "not a split.json with a 'train' list" in capsys.readouterr().err

@@ -337,3 +337,41 @@ def test_geometric_support_plane_is_seen_from_one_side():
     assert summary["plane_normal"] is not None and (labels[:4000] == 0).mean() > 0.99
     _, summary = geometric_labels(xyz, opacity, 1, 2.0, 0.01, 0.05, cameras=around @ R.T)
     assert summary["plane_normal"] is None and summary["objects_found"] == 1
+
+
+def test_pixel_embedding_is_the_projected_pixel_descriptor():
+    from segmentation.features import pixel_descriptors, pixel_embedding, projection_matrix
+
+    rgb = np.random.default_rng(0).random((6, 7, 3)).astype(np.float32)
+    proj = projection_matrix(8)
+    assert np.allclose(pixel_embedding(rgb, proj), pixel_descriptors(rgb) @ proj)
+
+
+def test_features_of_the_training_views_only(tmp_path, capsys):
+    """--train_views_of: the 2D features of the split's training views, nothing else; a
+    split naming a missing image is one line."""
+    import json
+
+    from PIL import Image
+
+    from priors.masks import MaskSet, save_mask_set
+    from segmentation.features import main
+
+    rng = np.random.default_rng(0)
+    for d in ("images", "masks"):
+        (tmp_path / d).mkdir()
+    for name in ("a", "b", "c"):
+        Image.fromarray((rng.random((8, 10, 3)) * 255).astype(np.uint8)).save(
+            tmp_path / "images" / f"{name}.png"
+        )
+    masks = np.zeros((1, 8, 10), bool)
+    masks[0, :, :5] = True
+    save_mask_set(str(tmp_path / "masks" / "a.npz"), str(tmp_path / "masks" / "a.png"),
+                  MaskSet(masks, np.ones(1), np.ones(1), np.zeros(1), "classical"))  # fmt: skip
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"train": ["a.png"], "test": ["b.png"]}))
+    assert main(["-s", str(tmp_path), "--dim", "4", "--train_views_of", str(split)]) == 0
+    assert sorted(p.name for p in (tmp_path / "features").iterdir()) == ["a.npy", "meta.json"]
+    split.write_text(json.dumps({"train": ["a.png", "z.png"]}))
+    assert main(["-s", str(tmp_path), "--train_views_of", str(split)]) == 1
+    assert "1 training view(s) not in the image folder (e.g. z.png)" in capsys.readouterr().err
