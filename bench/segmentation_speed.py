@@ -31,7 +31,12 @@ if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
 from segmentation.cluster import joint_embedding, kmeans_labels  # noqa: E402
-from segmentation.region_grow import bilateral_weights, grow_region, knn_graph  # noqa: E402
+from segmentation.region_grow import (  # noqa: E402
+    BRUTE_FORCE_MAX,
+    bilateral_weights,
+    grow_region,
+    knn_graph,
+)
 
 
 def sync(device: torch.device) -> None:
@@ -86,8 +91,10 @@ def bench_grow(args, device: torch.device) -> list[tuple[str, str]]:
     sync(device)
     t_walk = time.perf_counter() - t
     where = f"{device.type.upper()}"
+    brute = device.type == "cuda" and args.n <= BRUTE_FORCE_MAX
+    how = "CUDA brute force" if brute else f"cKDTree on {os.cpu_count()} CPU threads"
     return [
-        (f"kNN graph k={args.knn}, {args.n:,} Gaussians, {where}", f"{t_knn:.2f} s"),
+        (f"kNN graph k={args.knn}, {args.n:,} Gaussians, {how}", f"{t_knn:.2f} s"),
         (f"bilateral weights, {where}", f"{t_w:.2f} s"),
         (f"region growing walk ({int(sel.sum()):,} selected), {where}", f"{t_walk:.2f} s"),
     ]

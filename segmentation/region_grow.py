@@ -27,20 +27,26 @@ import torch
 
 from segmentation.errors import SegmentationError
 
+# Above this many points the GPU's exact brute force (O(N^2)) loses to the k-d tree: at
+# 1,000,000 Gaussians it took 19.3 s on an H100 (bench/segmentation_speed.py).
+BRUTE_FORCE_MAX = 100_000
+
 
 def knn_graph(
     xyz: torch.Tensor, k: int = 16, chunk: int = 8192
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """k nearest neighbours of every point, itself excluded: (idx [N, k] long, dist [N, k]).
+    """k nearest neighbours of every point, itself excluded: (idx [N, k] long, dist [N, k])
+    on the device of ``xyz``.
 
-    CPU: ``scipy.spatial.cKDTree`` on every core. CUDA: exact brute force by chunks of
-    ``chunk`` query rows (``torch.cdist`` then ``topk``), O(N^2) work but no host round trip.
+    ``scipy.spatial.cKDTree`` on every CPU core (O(N log N)), except for CUDA tensors of at
+    most ``BRUTE_FORCE_MAX`` points: exact brute force by chunks of ``chunk`` query rows
+    (``torch.cdist`` then ``topk``), with no host round trip.
     """
     n = xyz.shape[0]
     k = min(k, n - 1)
     if k < 1:
         raise SegmentationError(f"region growing needs at least 2 Gaussians (the model has {n})")
-    if xyz.device.type == "cuda":
+    if xyz.device.type == "cuda" and n <= BRUTE_FORCE_MAX:
         idx = torch.empty(n, k, dtype=torch.long, device=xyz.device)
         dist = torch.empty(n, k, dtype=xyz.dtype, device=xyz.device)
         pts = xyz.float()
