@@ -92,7 +92,7 @@ def distilled_features(args, model, scene, pipe, bg, backend, out_dir, iteration
         writer = SummaryWriter(os.path.join(out_dir, "tb"))
     except ImportError:
         print("[segment] tensorboard not installed: no feature images logged")
-    res = distill(model, cams, targets, pipe, bg, iterations=args.feature_iters,
+    res = distill(model, cams, targets, iterations=args.feature_iters,
                   lr=args.feature_lr, loss=args.feature_loss, backend=backend,
                   writer=writer)  # fmt: skip
     if writer is not None:

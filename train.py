@@ -59,7 +59,7 @@ from gaussian.strategy.default import DefaultStrategy
 from gaussian.strategy.factory import build_strategy
 from gaussian.strategy.roi import ROIGate, far_scene_depths
 from gaussian.view_cull import cull_unseen
-from gaussian_renderer import render, resolve_backend
+from gaussian_renderer import render, render_features_only, resolve_backend
 from gaussian_renderer.gsplat_backend import load_gsplat_extension
 from mask_matching.maps import check_meta, load_meta
 from scene import Scene
@@ -358,8 +358,8 @@ def training(
             lambda cam: render(cam, gaussians, pipe, background, backend=backend, depth=False)
         )
     if field is not None:
-        field.bind(gaussians, lambda cam, model, feats: render(
-            cam, model, pipe, background, features=feats, backend=backend, depth=False
+        field.bind(gaussians, lambda cam, model, feats: render_features_only(
+            cam, model, feats, backend=backend
         ))  # fmt: skip
     cull_views = getattr(mask_reg, "cull_min_views", 0)
     opacity_decay = getattr(reg, "opacity_decay", 1.0)

@@ -101,8 +101,6 @@ def bench_grow(args, device: torch.device) -> list[tuple[str, str]]:
 
 
 def bench_distill(args, device: torch.device) -> list[tuple[str, str]]:
-    from types import SimpleNamespace
-
     from gaussian.model import GaussianModel
     from scene.cameras import Camera
     from segmentation.distill import render_features
@@ -113,7 +111,6 @@ def bench_distill(args, device: torch.device) -> list[tuple[str, str]]:
     w, h = args.width, args.height
     cam = Camera(0, "b.png", np.eye(3), np.array([0.0, 0.0, 3.0]), 0.9 * w, 0.9 * w, w / 2, h / 2,
                  w, h, device=device)  # fmt: skip
-    pipe, bg = SimpleNamespace(), torch.zeros(3, device=device)
     c = args.distill_channels
     feats = torch.randn(args.distill_n, c, generator=g).to(device).requires_grad_(True)
     target = torch.randn(c, h, w, generator=g).to(device)
@@ -124,7 +121,7 @@ def bench_distill(args, device: torch.device) -> list[tuple[str, str]]:
         )
 
         def step(per_pass: int | None = per_pass) -> None:
-            out = render_features(cam, model, pipe, bg, feats, channels_per_pass=per_pass)
+            out = render_features(cam, model, feats, channels_per_pass=per_pass)
             (out["features"] - target).abs().mean().backward()
             feats.grad = None
 

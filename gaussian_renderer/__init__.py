@@ -20,6 +20,9 @@ width, height      int
 A per-Gaussian value ``v`` passed as a feature channel renders to
 ``sum_g v_g alpha_g T_g``, with exact gradients: per-Gaussian blending-weight sums
 (mask-visibility loss, edge-weighted importance) need no custom kernel.
+
+``render_features_only()`` splats only the given channels (``features`` and ``alpha``
+keys), for passes that need no colour: the feature field, segmentation's distillation.
 """
 
 from __future__ import annotations
@@ -176,3 +179,53 @@ def _package(rgb, alpha, extra, n_feat, depth, means2d, radii, width, height) ->
     if n_feat:
         out["features"] = extra[:n_feat]
     return out
+
+
+def render_features_only(
+    viewpoint_camera,
+    pc: GaussianModel,
+    features: torch.Tensor,  # [N, C] per-Gaussian channels
+    backend: str = "auto",
+) -> dict:
+    """Render only ``features`` on a zero background: ``{"features": [C, H, W], "alpha":
+    [1, H, W]}``, no colour and no depth, gradients to every input that asks for one.
+
+    Why not ``render(features=...)``: that rasterizes RGB too, and gsplat's kernels run a
+    fixed set of channel counts (..., 32, 33, 64, 65, 128, ...), so a 64-channel field with
+    its colour runs as 128 channels, twice the work of the 64 it needs. The gsplat path is
+    ``gsplat.rasterization``; the torch path is its twin in torch_backend.py.
+    """
+    backend = resolve_backend(backend, pc.device)
+    width, height = viewpoint_camera.image_width, viewpoint_camera.image_height
+    zeros = features.new_zeros(features.shape[-1])
+    if backend == "torch":
+        from gaussian_renderer.torch_backend import rasterize
+
+        img, alpha, _ = rasterize(
+            pc.get_xyz, pc.params["quats"], pc.get_scaling, pc.get_opacity, features,
+            viewpoint_camera.viewmat, viewpoint_camera.K, width, height, background=zeros,
+            render_depth=False,
+        )  # fmt: skip
+    else:
+        from gsplat import rasterization
+
+        from gaussian_renderer.gsplat_fused import EPS2D, NEAR_PLANE, TILE_SIZE
+
+        img, alpha, _ = rasterization(
+            means=pc.get_xyz,
+            quats=pc.params["quats"],
+            scales=pc.get_scaling,
+            opacities=pc.get_opacity,
+            colors=features,
+            viewmats=viewpoint_camera.viewmat[None],
+            Ks=viewpoint_camera.K[None],
+            width=width,
+            height=height,
+            backgrounds=zeros[None],
+            render_mode="RGB",
+            near_plane=NEAR_PLANE,
+            eps2d=EPS2D,
+            tile_size=TILE_SIZE,
+        )
+        img, alpha = img[0], alpha[0]
+    return {"features": img.permute(2, 0, 1), "alpha": alpha.permute(2, 0, 1)}

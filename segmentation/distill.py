@@ -28,14 +28,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gaussian_renderer import render
+from gaussian_renderer import render_features_only
 
 
 def render_features(
     camera,
     model,
-    pipe,
-    bg: torch.Tensor,  # [3]
     feats: torch.Tensor,  # [N, C]
     backend: str = "auto",
     channels_per_pass: int | None = None,
@@ -52,8 +50,7 @@ def render_features(
     step = c if channels_per_pass is None else max(1, int(channels_per_pass))
     parts, alpha = [], None
     for s in range(0, c, step):
-        out = render(camera, model, pipe, bg, features=feats[:, s : s + step], backend=backend,
-                     depth=False)  # fmt: skip
+        out = render_features_only(camera, model, feats[:, s : s + step], backend=backend)
         parts.append(out["features"])
         alpha = out["alpha"] if alpha is None else alpha
     return {"features": torch.cat(parts, 0), "alpha": alpha}
@@ -84,8 +81,6 @@ def distill(
     model,
     cameras: list,
     targets: list[torch.Tensor],  # [C, H, W] per camera, at the camera's resolution
-    pipe,
-    bg: torch.Tensor,
     iterations: int = 2000,
     lr: float = 0.01,
     loss: str = "l1",
@@ -123,7 +118,7 @@ def distill(
         if not order:
             order = list(rng.permutation(len(cameras)))
         i = order.pop()
-        out = render_features(cameras[i], model, pipe, bg, feats, backend=backend)
+        out = render_features(cameras[i], model, feats, backend=backend)
         target = targets[i] * out["alpha"].detach()
         diff = out["features"] - target
         value = diff.abs().mean() if loss == "l1" else (diff * diff).mean()

@@ -411,9 +411,9 @@ def test_extra_channels_in_one_pass_equal_separate_passes(backend):
 @pytest.mark.gpu
 @requires_cuda
 def test_the_feature_pass_on_gsplat_matches_the_torch_backend():
-    """The detached feature pass (no geometry gradient asked) through gsplat's fused
+    """The detached feature pass (no geometry gradient asked) through gsplat's features-only
     render: the field and the feature gradients of the torch backend."""
-    from gaussian_renderer import render
+    from gaussian_renderer import render_features_only
 
     results = []
     for backend, device in (("torch", "cpu"), ("gsplat", "cuda")):
@@ -425,9 +425,7 @@ def test_the_feature_pass_on_gsplat_matches_the_torch_backend():
         field = FeatureField(maps, FieldSettings(start=0, distill_until=5, until=10, topk=0.5))
         torch.manual_seed(0)
         field.add_parameter(model)
-        field.bind(model, lambda c, m, f, b=backend: render(
-            c, m, SimpleNamespace(), torch.zeros(3, device=m.device), features=f, backend=b,
-            depth=False))  # fmt: skip
+        field.bind(model, lambda c, m, f, b=backend: render_features_only(c, m, f, backend=b))
         loss = field.terms(cam, 3)["group_distill"][1]
         loss.backward()
         results.append((field.render(model, cam).detach().cpu(),

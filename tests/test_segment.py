@@ -131,13 +131,13 @@ def _small_model_and_camera(n: int = 200, seed: int = 0):
     with torch.no_grad():
         model.params["opacities"].fill_(2.0)
     cam = Camera(0, "v.png", np.eye(3), np.array([0.0, 0.0, 3.0]), 60.0, 60.0, 24.0, 20.0, 48, 40)
-    return model, cam, SimpleNamespace(), torch.zeros(3)
+    return model, cam
 
 
 def test_distillation_one_pass_equals_three_channel_passes():
     from segmentation.distill import render_features
 
-    model, cam, pipe, bg = _small_model_and_camera()
+    model, cam = _small_model_and_camera()
     g = torch.Generator().manual_seed(1)
     c = 12
     feats = torch.randn(model.num_gaussians, c, generator=g, dtype=torch.float32)
@@ -146,7 +146,7 @@ def test_distillation_one_pass_equals_three_channel_passes():
     outs = []
     for per_pass in (None, 3):
         f = feats.clone().requires_grad_(True)
-        out = render_features(cam, model, pipe, bg, f, backend="torch", channels_per_pass=per_pass)
+        out = render_features(cam, model, f, backend="torch", channels_per_pass=per_pass)
         (out["features"] * weight).sum().backward()
         outs.append(out["features"].detach())
         grads.append(f.grad.clone())
@@ -159,11 +159,11 @@ def test_distillation_one_pass_equals_three_channel_passes():
 def test_distill_learns_a_constant_feature_and_freezes_the_model():
     from segmentation.distill import distill
 
-    model, cam, pipe, bg = _small_model_and_camera()
+    model, cam = _small_model_and_camera()
     before = {k: v.detach().clone() for k, v in model.params.items()}
     target = torch.zeros(2, 40, 48)
     target[0] = 1.0
-    res = distill(model, [cam], [target], pipe, bg, iterations=60, lr=0.05, backend="torch",
+    res = distill(model, [cam], [target], iterations=60, lr=0.05, backend="torch",
                   log_every=10, progress=False)  # fmt: skip
     assert res.losses[-1] < 0.5 * res.losses[0]
     assert all(torch.equal(before[k], v) for k, v in model.params.items())
@@ -375,3 +375,26 @@ def test_features_of_the_training_views_only(tmp_path, capsys):
     split.write_text(json.dumps({"train": ["a.png", "z.png"]}))
     assert main(["-s", str(tmp_path), "--train_views_of", str(split)]) == 1
     assert "1 training view(s) not in the image folder (e.g. z.png)" in capsys.readouterr().err
+
+
+def test_features_only_render_matches_the_feature_channels_of_render():
+    """render_features_only: the feature channels and alpha of render(features=...), and
+    the same gradients, without the colour channels (torch backend)."""
+    from gaussian_renderer import render, render_features_only
+
+    model, cam = _small_model_and_camera()
+    g = torch.Generator().manual_seed(2)
+    weight = torch.randn(5, 40, 48, generator=g)
+    outs = []
+    for only in (True, False):
+        f = torch.randn(model.num_gaussians, 5, generator=g.manual_seed(3)).requires_grad_(True)
+        if only:
+            out = render_features_only(cam, model, f, backend="torch")
+        else:
+            out = render(cam, model, SimpleNamespace(), torch.zeros(3), features=f,
+                         backend="torch", depth=False)  # fmt: skip
+        (out["features"] * weight).sum().backward()
+        outs.append((out["features"].detach(), out["alpha"].detach(), f.grad))
+    assert outs[0][0].shape == (5, 40, 48) and outs[0][0].abs().max() > 0.1
+    for a, b in zip(outs[0], outs[1]):
+        assert torch.allclose(a, b, atol=1e-6)
