@@ -14,9 +14,10 @@ only; the rendered map is normalised per level again ([L, D, H, W]). RegSegField
 Gaussians by a per-Gaussian blending weight that its modified rasterizer writes; here the
 rank is the opacity of the Gaussians whose centre projects inside the view (no extra
 rasterizer output needed). This is a second rasterizer call (``render_features_only``:
-the L*D channels alone), not extra channels of the RGB pass: one backward through a shared pass would send the feature losses' gradients
-into the geometry too, which is what the detach forbids; the call draws a fifth of the
-Gaussians and computes no geometry gradients.
+the L*D channels alone), not extra channels of the RGB pass: one backward through a
+shared pass would send the feature losses' gradients into the geometry too, which is what
+the detach forbids; the call draws a fifth of the Gaussians and computes no geometry
+gradients.
 
 Losses (one view, F the rendered map, codes u_k of the view's pixels from mask_matching/
 with pixel counts c_k at training resolution):
