@@ -25,6 +25,12 @@
 #            REGSEG_DATA, default data_local; each needs mask_matching/), RegSegField's
 #            regularisation on the SfM points, random points and the preset, each against
 #            its base (REGSEG_ARGS: e.g. --jobs 7 --seeds 0 1 2; --jobs 1 for timings)
+#   field_speed  bench/feature_field_speed.py: a feature-field step part by part (864x864)
+#   maryrose run_scene.sh on data_local/maryrose_gpu (12 views; colmap_12views made on the
+#            CPU, the GPU machine has no pycolmap), alone on the GPU: issue 17's < 3 min
+#   pose_opt the preset on data_local/slim/dtu_scan24 (3 views), then render.py
+#            --test_pose_opt 500 on its 25 test views, timed alone: issue 15's < 30 s
+#   seg_speed  bench/segmentation_speed.py (KMeans, region growing, distillation)
 #   cache    save the compiled CUDA extensions to $OUT (copy into .gpu/ext_cache/)
 # Data: data_local/{lego,fern,nerd_maryrose} carried with the run (see docs/RESULTS.md).
 set -uo pipefail
@@ -76,6 +82,16 @@ print(f'import torch + CUDA context: {time.time() - t:.2f} s')" ;;
       --scenes fern dtu_scan24 --variants vanilla_sfm regseg vanilla_random regseg_random \
       preset preset_regseg --results "$OUT/RESULTS_regseg.md" --json "$OUT/regseg.json" \
       --out output/regseg ${REGSEG_ARGS:-} ;;
+    field_speed) python3 bench/feature_field_speed.py ;;
+    maryrose) time bash scripts/run_scene.sh data_local/maryrose_gpu -m output/maryrose \
+      --n_views 12 --split_protocol llff --iterations 10000 --done colmap_views
+      tar czf "$OUT/maryrose_runscene.tgz" -C output maryrose/logs maryrose/results.json \
+        maryrose/segments/segmentation.json ;;
+    pose_opt) python3 train.py -s data_local/slim/dtu_scan24 -m output/dtu_preset --eval \
+      --n_views 3 --split_protocol dtu --sparse_view --iterations 10000 --test_iterations 10000 \
+      --save_iterations 10000 --quiet
+      time python3 render.py -m output/dtu_preset --skip_train --test_pose_opt 500 ;;
+    seg_speed) python3 bench/segmentation_speed.py ;;
     cache) GPU_CACHE_MODE=save OUTDIR=$OUT . scripts/gpu_cache.sh ;;
     *) echo "unknown step $step" ;;
   esac > "$OUT/$step.log" 2>&1
