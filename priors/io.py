@@ -153,8 +153,9 @@ def train_views_of(split_json: str, names: list[str]) -> list[str]:
             f"{split_json}: not a split.json with a 'train' list ({e}); make it with "
             "python colmap_match.py -s <scene> --n_views N"
         ) from e
-    chosen = [n for n in names if n in set(train)]
-    missing = sorted(set(train) - set(chosen))
+    wanted = set(train)
+    chosen = [n for n in names if n in wanted]
+    missing = sorted(wanted - set(chosen))
     if missing:
         raise PriorError(
             f"{split_json}: {len(missing)} training view(s) not in the image folder "

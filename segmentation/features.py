@@ -56,25 +56,28 @@ def mask_descriptors(rgb: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
     """[n, 70] descriptors of the segments 0..n-1 of ``labels`` [H, W] over ``rgb`` [H, W, 3]
     in [0, 1]: mean RGB, std RGB, normalised 4x4x4 histogram (see the module docstring)."""
     lab = labels.ravel()
-    x = rgb.reshape(-1, 3).astype(np.float64)
+    x, cell = _pixels_and_cells(rgb)
     ok = lab >= 0
-    lab, x = lab[ok], x[ok]
+    lab, x, cell = lab[ok], x[ok], cell[ok]
     cnt = np.maximum(np.bincount(lab, minlength=n), 1).astype(np.float64)[:, None]
     mean = np.stack([np.bincount(lab, x[:, c], n) for c in range(3)], 1) / cnt
     sq = np.stack([np.bincount(lab, x[:, c] ** 2, n) for c in range(3)], 1) / cnt
     std = np.sqrt(np.clip(sq - mean**2, 0.0, None))
-    q = np.clip((x * HIST_BINS).astype(np.int64), 0, HIST_BINS - 1)
-    cell = (q[:, 0] * HIST_BINS + q[:, 1]) * HIST_BINS + q[:, 2]
     hist = np.bincount(lab * HIST_BINS**3 + cell, minlength=n * HIST_BINS**3)
     hist = hist.reshape(n, HIST_BINS**3) / cnt
     return np.concatenate([mean, std, hist], 1)
 
 
-def pixel_descriptors(rgb: np.ndarray) -> np.ndarray:
-    """[H*W, 70] descriptors of one-pixel segments (std 0, a one-hot histogram)."""
+def _pixels_and_cells(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels [H*W, 3] float64 and the index of each one's histogram cell [H*W]."""
     x = rgb.reshape(-1, 3).astype(np.float64)
     q = np.clip((x * HIST_BINS).astype(np.int64), 0, HIST_BINS - 1)
-    cell = (q[:, 0] * HIST_BINS + q[:, 1]) * HIST_BINS + q[:, 2]
+    return x, (q[:, 0] * HIST_BINS + q[:, 1]) * HIST_BINS + q[:, 2]
+
+
+def pixel_descriptors(rgb: np.ndarray) -> np.ndarray:
+    """[H*W, 70] descriptors of one-pixel segments (std 0, a one-hot histogram)."""
+    x, cell = _pixels_and_cells(rgb)
     hist = np.zeros((len(x), HIST_BINS**3))
     hist[np.arange(len(x)), cell] = 1.0
     return np.concatenate([x, np.zeros_like(x), hist], 1)
@@ -83,9 +86,7 @@ def pixel_descriptors(rgb: np.ndarray) -> np.ndarray:
 def pixel_embedding(rgb: np.ndarray, proj: np.ndarray) -> np.ndarray:
     """``pixel_descriptors(rgb) @ proj`` [H*W, D] without the [H*W, 70] matrix: the one-hot
     histogram picks one row of ``proj`` and the std part is zero."""
-    x = rgb.reshape(-1, 3).astype(np.float64)
-    q = np.clip((x * HIST_BINS).astype(np.int64), 0, HIST_BINS - 1)
-    cell = (q[:, 0] * HIST_BINS + q[:, 1]) * HIST_BINS + q[:, 2]
+    x, cell = _pixels_and_cells(rgb)
     return x @ proj[:3] + proj[6 + cell]
 
 
