@@ -245,7 +245,7 @@ class FeatureField:
     def phase(self, step: int) -> str | None:
         """ "distill", "group" or None (the field does not train at ``step``)."""
         s = self.settings
-        if s.rgb_until is not None and step > s.rgb_until:
+        if self.geometry_frozen(step):  # only the field trains: the group loss goes on
             return "group"
         if s.start < step < s.distill_until:
             return "distill"
