@@ -180,7 +180,17 @@ def seed_gaussians(
             raise SegmentationError(f"--click {view} {x} {y}: X and Y must be numbers") from None
         cam = find_camera(scene, view)
         g = pick_gaussian(cam, model, pipe, bg, xf, yf, backend, args.min_alpha)
-        return torch.tensor([g]), {"click": [cam.image_name, xf, yf], "gaussian": g}
+        info = {"click": [cam.image_name, xf, yf], "gaussian": g, "click_seed": args.click_seed}
+        if args.click_seed == "gaussian":
+            return torch.tensor([g]), info
+        # ISRF seeds a stroke with every voxel whose feature resembles the stroke's; here the
+        # Gaussians of the clicked one's cluster, in its 3D connected piece (cleanup.py).
+        from segmentation.cleanup import main_component
+
+        xyz = model.get_xyz.detach().cpu().numpy()
+        seeds = main_component(xyz, labels == labels[g], np.ones(len(xyz)),
+                               args.keep_component, anchor=g)  # fmt: skip
+        return torch.from_numpy(np.flatnonzero(seeds)), {**info, "n_seeds": int(seeds.sum())}
     if args.seed_point:
         p = torch.tensor(args.seed_point, dtype=torch.float32, device=model.device)
         g = int((model.get_xyz - p).norm(dim=1).argmin())
@@ -227,8 +237,18 @@ def selection_masks(
     return [render_label_map(c, model, pipe, bg, lab, 2, backend, min_alpha)[0] == 1 for c in cams]
 
 
-def evaluate(args, scene, test_maps, k, sel_masks) -> dict:
-    """Scores on the test views (module docstring of segmentation/metrics.py)."""
+def evaluate(
+    args, scene, test_maps, k, sel_masks, labels=None, extract=None, sel_alone=None
+) -> dict:
+    """Scores on the test views (module docstring of segmentation/metrics.py).
+
+    Foreground IoU comes two ways: from the label maps (``fg_iou_clusters``, and
+    ``fg_iou_selected`` for the selected segment: the object's pixels are those where its
+    Gaussians carry most of the opacity, so floaters in front of it take pixels away), and
+    from the extracted object rendered alone (``*_extracted``: alpha >= ``--min_alpha``; its
+    stray Gaussians add pixels). ``extract(clusters)`` renders those masks for the
+    foreground clusters (each reduced to its main piece by ``--keep_component``);
+    ``sel_alone`` holds them for the selected segment."""
     from segmentation import metrics as met
 
     cams = scene.getTestCameras()
@@ -272,6 +292,13 @@ def evaluate(args, scene, test_maps, k, sel_masks) -> dict:
         pred_fg = [np.isin(test_maps[i], np.flatnonzero(fg_cl)) for _, i in pairs]
         out["fg_iou_clusters"] = met.foreground_iou(gts, pred_fg)
         out["fg_clusters"] = np.flatnonzero(fg_cl).tolist()
+        if extract is not None and labels is not None:
+            alone = extract(out["fg_clusters"])
+            out["fg_iou_clusters_extracted"] = met.foreground_iou(gts, [alone[i] for _, i in pairs])
+        if sel_alone is not None:
+            out["fg_iou_selected_extracted"] = met.foreground_iou(
+                gts, [sel_alone[i] for _, i in pairs]
+            )
     return out
 
 
@@ -289,8 +316,16 @@ def format_table(scores: dict) -> str:
         rows.append(
             (f"foreground IoU (clusters {scores['fg_clusters']})", scores["fg_iou_clusters"])
         )
+    if "fg_iou_clusters_extracted" in scores:
+        rows.append(
+            ("  the same, extracted and rendered alone", scores["fg_iou_clusters_extracted"])
+        )
     if "fg_iou_selected" in scores:
         rows.append(("foreground IoU (selected segment)", scores["fg_iou_selected"]))
+    if "fg_iou_selected_extracted" in scores:
+        rows.append(
+            ("  the same, extracted and rendered alone", scores["fg_iou_selected_extracted"])
+        )
     if not rows:
         return "(no ground truth: nothing scored)"
     w = max(len(r[0]) for r in rows)
@@ -302,7 +337,9 @@ def format_table(scores: dict) -> str:
 
 def run(args, want_eval: bool) -> dict:
     from render import load_model
+    from segmentation.cleanup import main_component
     from segmentation.outputs import (
+        alpha_mask,
         overlay,
         palette,
         render_label_map,
@@ -405,6 +442,12 @@ def run(args, want_eval: bool) -> dict:
             raise SegmentationError(f"--select {args.select}: there are {args.k} clusters")
         selection = torch.from_numpy(labels == args.select).to(device)
         info = {"select_cluster": args.select}
+    if selection is not None and args.keep_component > 0:
+        n_before = int(selection.sum())
+        keep = main_component(xyz, selection.cpu().numpy(), opacity.reshape(-1),
+                              args.keep_component, anchor=info.get("gaussian"))  # fmt: skip
+        selection = torch.from_numpy(keep).to(device)
+        info["n_before_keep_component"] = n_before
 
     colors = palette(args.k)
     splits = [("test", scene.getTestCameras())]
@@ -454,11 +497,21 @@ def run(args, want_eval: bool) -> dict:
     if want_eval:
         if not scene.getTestCameras():
             raise SegmentationError(f"{args.model_path}: the split has no test views to score")
-        sel_masks = None
+        test_cams = scene.getTestCameras()
+        sel_masks = sel_alone = None
         if selection is not None:
-            sel_masks = selection_masks(model, scene.getTestCameras(), pipe, bg, backend,
-                                        selection, args.min_alpha)  # fmt: skip
-        scores = evaluate(args, scene, test_maps, args.k, sel_masks)
+            sel_masks = selection_masks(model, test_cams, pipe, bg, backend, selection,
+                                        args.min_alpha)  # fmt: skip
+            sel_alone = [alpha_mask(c, sub, pipe, bg, backend, args.min_alpha) for c in test_cams]
+
+        def extract(clusters: list[int]) -> list[np.ndarray]:
+            keep = np.zeros(n, bool)  # each cluster its own main piece (one object each)
+            for c in clusters:
+                keep |= main_component(xyz, labels == c, opacity.reshape(-1), args.keep_component)
+            part = subset_model(model, keep)
+            return [alpha_mask(c, part, pipe, bg, backend, args.min_alpha) for c in test_cams]
+
+        scores = evaluate(args, scene, test_maps, args.k, sel_masks, labels, extract, sel_alone)
         result["scores"] = scores
         print(format_table(scores))
     result["seconds"] = time.perf_counter() - t_start

@@ -107,6 +107,17 @@ def write_cluster_plys(model: GaussianModel, labels: np.ndarray, k: int, folder:
 
 
 @torch.no_grad()
+def alpha_mask(camera, model: GaussianModel, pipe, bg, backend: str = "auto",
+               min_alpha: float = 0.5) -> np.ndarray:  # fmt: skip
+    """[H, W] bool: where a (sub)model rendered alone reaches ``min_alpha`` accumulated
+    opacity (the silhouette of an extracted object; all False for an empty model)."""
+    if model.num_gaussians == 0:
+        return np.zeros((camera.image_height, camera.image_width), bool)
+    out = render(camera, model, pipe, bg, backend=backend, depth=False)
+    return (out["alpha"][0] >= min_alpha).cpu().numpy()
+
+
+@torch.no_grad()
 def render_segment(camera, model: GaussianModel, pipe, bg, backend: str = "auto") -> np.ndarray:
     """RGB render [H, W, 3] uint8 of a (sub)model; an empty model renders the background."""
     if model.num_gaussians == 0:

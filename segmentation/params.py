@@ -138,6 +138,23 @@ def add_segmentation_args(parser: ArgumentParser) -> None:
         help="Gaussians below this opacity never join",
     )
 
+    g.add_argument(
+        "--click_seed",
+        choices=["cluster", "gaussian"],
+        default="cluster",
+        help="what a --click seeds: cluster = the clicked Gaussian's KMeans cluster, in the "
+        "clicked one's 3D connected piece (ISRF seeds with every voxel of similar feature); "
+        "gaussian = the clicked Gaussian and its most similar neighbours",
+    )
+    g.add_argument(
+        "--keep_component",
+        type=float,
+        default=2.0,
+        help="the selected segment keeps one 3D connected piece: Gaussians closer than this "
+        "many median spacings are linked; the piece holding the click, else the most opaque "
+        "(segmentation/cleanup.py; 0: off)",
+    )
+
     e = parser.add_argument_group("Segmentation Evaluation")
     e.add_argument(
         "--gt_labels",

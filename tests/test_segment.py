@@ -321,6 +321,40 @@ def test_demo_scene_geometric_segmentation_separates_the_objects(tmp_path):
     result = json.load(open(f"{model}/segments/segmentation.json"))
     assert result["geometry"]["objects_found"] == 4
     assert result["scores"]["labels"]["mIoU"] > 0.7, result["scores"]["labels"]
+    scores = result["scores"]
+    print({k: v for k, v in scores.items() if k.startswith("fg_")})
+    # The foreground (the 4 objects) also as the extracted Gaussians rendered alone.
+    assert scores["fg_iou_clusters_extracted"] > 0.5, scores
+    # One object selected and extracted: its own piece, scored both ways.
+    assert segment_script.main(["-m", model, "--k", "5", "--cluster", "geometric", "--eval",
+                                "--skip_train_renders", "--select", "1"]) == 0  # fmt: skip
+    result = json.load(open(f"{model}/segments/segmentation.json"))
+    sel = result["selection"]
+    assert 0 < sel["n_selected"] <= sel["n_before_keep_component"]
+    assert 0.0 <= result["scores"]["fg_iou_selected_extracted"] <= 1.0
+
+
+def test_main_component_keeps_the_anchored_or_heaviest_piece():
+    from segmentation.cleanup import main_component
+
+    rng = np.random.default_rng(0)
+    big = rng.uniform(0.0, 1.0, (400, 3))  # the object
+    small = rng.uniform(0.0, 0.4, (50, 3)) + [5.0, 0.0, 0.0]  # a stray blob far away
+    other = rng.uniform(0.0, 0.4, (30, 3)) + [0.0, 5.0, 0.0]  # not in the segment
+    xyz = np.concatenate([big, small, other])
+    keep = np.r_[np.ones(450, bool), np.zeros(30, bool)]
+    opacity = np.ones(480)
+    out = main_component(xyz, keep, opacity, 2.0)
+    assert out[:400].all() and not out[400:].any()  # the heaviest piece, nothing outside keep
+    # The stray blob wins when it carries the opacity, or when the anchor lies in it.
+    heavy = opacity.copy()
+    heavy[400:450] = 100.0
+    assert main_component(xyz, keep, heavy, 2.0)[400:450].all()
+    anchored = main_component(xyz, keep, opacity, 2.0, anchor=420)
+    assert anchored[400:450].all() and not anchored[:400].any()
+    # Off, or a radius that links everything: the segment is unchanged.
+    assert (main_component(xyz, keep, opacity, 0.0) == keep).all()
+    assert (main_component(xyz, keep, opacity, 1000.0) == keep).all()
 
 
 def test_geometric_support_plane_is_seen_from_one_side():
