@@ -57,6 +57,12 @@ def build_parser() -> ArgumentParser:
         default=d.max_sources,
         help="source views swept per reference view (those facing most alike)",
     )
+    p.add_argument(
+        "--fill_segments",
+        action="store_true",
+        help="fill each 2D segment's holes (masks/) with the plane of its consistent pixels "
+        "(mvs/segment_fill.py)",
+    )
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cuda or cpu")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -79,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         min_views=args.min_views,
         max_points=args.max_points,
         max_sources=args.max_sources,
+        fill_segments=args.fill_segments,
         device=args.device,
         overwrite=args.overwrite,
         progress=not args.quiet,

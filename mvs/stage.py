@@ -26,6 +26,7 @@ import torch
 from tqdm import tqdm
 
 from mvs.fusion import (
+    backproject,
     check_consistency,
     filter_speckles,
     points_from_depth,
@@ -41,7 +42,9 @@ from mvs.plane_sweep import (
     plane_sweep_depth,
     planes_for_step,
 )
+from mvs.segment_fill import FillSettings, fill_depth, free_space_violations
 from priors.io import save_json, save_npy
+from priors.masks import load_mask_set
 from scene.colmap_io import read_model
 from scene.errors import SceneError
 from scene.stage_inputs import (
@@ -71,6 +74,7 @@ class MVSRequest(SceneViews):
     min_views: int = 2
     max_points: int = 100_000
     max_sources: int = 4
+    fill_segments: bool = False
     device: str = "auto"
     overwrite: bool = False
     progress: bool = True
@@ -265,6 +269,52 @@ def write_depth_maps(
     return folder
 
 
+# --------------------------------------------------------------------------- segment fill
+def view_masks_at(scene_dir: str, name: str, hw: tuple[int, int]) -> np.ndarray:
+    """[S, H, W] bool: ``masks/<stem>.npz`` of one view, resized (nearest) to ``hw``."""
+    path = os.path.join(scene_dir, "masks", os.path.splitext(name)[0] + ".npz")
+    if not os.path.isfile(path):
+        raise SceneError(
+            f"{path}: no masks for --fill_segments; run python extract_mask.py -s "
+            f"{scene_dir} first (SAM 2, or --mode auto for the classical backend)"
+        )
+    masks = load_mask_set(path).masks
+    if masks.shape[1:] != hw and len(masks):
+        t = torch.from_numpy(masks).float()[None]
+        masks = torch.nn.functional.interpolate(t, size=hw, mode="nearest")[0].numpy() > 0.5
+    return masks
+
+
+def segment_fill_points(
+    scene_dir: str,
+    views: list[StereoView],
+    consistent: list[torch.Tensor],  # [H, W] each, 0 = none
+    settings: FillSettings = FillSettings(),
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Points [M, 3] and colours [M, 3] of every view's segment-planar fill
+    (mvs/segment_fill.py) that no other view sees through, and a report per view."""
+    pts, cols, report = [], [], {}
+    for i, v in enumerate(views):
+        masks = view_masks_at(scene_dir, v.name, v.hw)
+        K = v.K.cpu().double().numpy()
+        filled, summary = fill_depth(consistent[i].cpu().numpy(), K, masks, settings, seed=i)
+        depth = torch.from_numpy(filled).to(consistent[i].device)
+        mask = depth > 0
+        X = backproject(depth, v.K, v.w2c)[mask]
+        others = [j for j in range(len(views)) if j != i]
+        bad = free_space_violations(
+            X, [consistent[j] for j in others], [views[j].K for j in others],
+            [views[j].w2c for j in others], settings.free_space_tol,
+        )  # fmt: skip
+        keep = ~bad
+        pts.append(X[keep].cpu().numpy().astype(np.float64))
+        cols.append(v.image.permute(1, 2, 0)[mask][keep].cpu().numpy().astype(np.float64))
+        summary["free_space_rejected"] = float(bad.float().mean()) if len(bad) else 0.0
+        summary["points"] = int(keep.sum())
+        report[v.name] = summary
+    return np.concatenate(pts), np.concatenate(cols), report
+
+
 # --------------------------------------------------------------------------- the stage
 def _require_model(req: MVSRequest, n_train: int) -> str:
     return require_train_only_model(req, n_train, "train-only SfM points set the depth range")
@@ -390,6 +440,13 @@ def run_mvs_stage(req: MVSRequest, scene=None) -> MVSResult:
     for line in warn_lines:
         warnings.warn(line, MVSWarning, stacklevel=2)
 
+    n_consistent = sum(len(p) for p in all_p)
+    fill_report: dict = {}
+    if req.fill_segments:
+        consistent = [torch.from_numpy(depths[v.name]).to(device) for v in views]
+        fill_p, fill_c, fill_report = segment_fill_points(scene_dir, views, consistent)
+        all_p.append(fill_p)
+        all_c.append(fill_c)
     points = np.concatenate(all_p)
     colors = np.concatenate(all_c)
     n_before = len(points)
@@ -415,7 +472,9 @@ def run_mvs_stage(req: MVSRequest, scene=None) -> MVSResult:
         "train": [v.name for v in views],
         "width": views[0].hw[1],
         "height": views[0].hw[0],
+        "points_consistent": int(n_consistent),
         "points_before_downsampling": int(n_before),
+        "segment_fill": fill_report,
         "points_after_downsampling": int(len(pts_ds)),
         "voxel_size": voxel,
         "reprojection_error_px": {
@@ -444,8 +503,19 @@ def run_mvs_stage(req: MVSRequest, scene=None) -> MVSResult:
     lines = [
         f"dense stage ({len(views)} training views, {views[0].hw[1]}x{views[0].hw[0]}, "
         f"{min(n_planes)}-{max(n_planes)} planes, {device}): {seconds:.1f} s",
-        f"  points: {n_before} consistent -> {len(pts_ds)} after voxel downsampling "
+        f"  points: {n_consistent} consistent -> {len(pts_ds)} after voxel downsampling "
         f"(mean kept fraction of pixels {100 * kept:.1f}%)",
+    ]
+    if fill_report:
+        filled = np.mean([r["filled_fraction"] for r in fill_report.values()])
+        rejected = np.mean([r["free_space_rejected"] for r in fill_report.values()])
+        lines.append(
+            f"  segment fill: +{n_before - n_consistent} points from "
+            f"{sum(r['planes'] for r in fill_report.values())} segment planes (mean filled "
+            f"fraction of pixels {100 * filled:.1f}%, {100 * rejected:.1f}% of the filled "
+            "points dropped by the free-space check)"
+        )
+    lines += [
         f"  reprojection error of kept pixels: mean "
         f"{fmt(report['reprojection_error_px']['mean'], '.3f')} px, median "
         f"{fmt(report['reprojection_error_px']['median'], '.3f')} px",

@@ -188,11 +188,13 @@ def test_fern_mvs_points_land_on_sift_matches(tmp_path):
 def test_stage_end_to_end_on_a_synthetic_scene(tmp_path, texture, monkeypatch):
     """The whole stage on the three plane views: files written atomically, report fields."""
     import json
+    from dataclasses import replace
     from types import SimpleNamespace
 
     from mvs.stage import MVSRequest, run_mvs_stage
     from scene.cameras import Camera
     from scene.colmap_io import ColmapCamera, ColmapImage, ColmapPoint3D, write_model
+    from scene.errors import SceneError
 
     K = intrinsics()
     w2cs = [camera_at(-0.35), camera_at(0.0, 0.05), camera_at(0.35), camera_at(0.1)]
@@ -245,6 +247,19 @@ def test_stage_end_to_end_on_a_synthetic_scene(tmp_path, texture, monkeypatch):
     assert not leftovers
     with pytest.raises(Exception, match="--overwrite"):
         run_mvs_stage(req, scene=fake)
+    # --fill_segments: without masks/ a one-line error naming extract_mask.py; with one mask
+    # over each whole view, the holes of the plane are filled and reported.
+    fill = replace(req, overwrite=True, fill_segments=True)
+    with pytest.raises(SceneError, match="extract_mask.py"):
+        run_mvs_stage(fill, scene=fake)
+    (scene_dir / "masks").mkdir()
+    for n in names[:3]:
+        np.savez(scene_dir / "masks" / n.replace(".png", ".npz"), masks=np.ones((1, H, W), bool))
+    run_mvs_stage(fill, scene=fake)
+    rep2 = json.loads((scene_dir / "colmap_3views" / "dense" / "report.json").read_text())
+    assert rep2["points_before_downsampling"] > rep2["points_consistent"]
+    assert sum(r["planes"] for r in rep2["segment_fill"].values()) == 3
+    assert rep2["test_coverage"]["per_view"]["t.png"] >= rep["test_coverage"]["per_view"]["t.png"]
 
 
 def test_sources_are_the_views_facing_most_alike():
@@ -268,3 +283,39 @@ def test_sources_are_the_views_facing_most_alike():
     assert sorted(select_sources(ring, 0, 4)) == [1, 2, 10, 11]
     assert sorted(select_sources(ring, 5, 2)) == [4, 6]
     assert select_sources(ring[:3], 1, 4) == [0, 2]
+
+
+# --------------------------------------------------------------------------- segment fill
+def test_segment_fill_recovers_a_plane_and_leaves_a_two_face_segment_empty():
+    """A segment on one plane with 5% of its pixels measured is filled with that plane's
+    depth; a segment straddling two planes at different depths is not."""
+    from mvs.segment_fill import fill_depth
+
+    K = intrinsics()
+    truth = plane_depth(K, camera_at(0.0)).numpy()
+    rng = np.random.default_rng(0)
+    measured = rng.random((H, W)) < 0.05
+    left = np.zeros((H, W), bool)
+    left[:, : W // 2] = True
+    # The right half: the plane's depth in its upper half, 1.5x further in its lower half.
+    two_face = truth.copy()
+    two_face[H // 2 :, W // 2 :] *= 1.5
+    depth = np.where(measured, two_face, 0.0).astype(np.float32)
+    filled, summary = fill_depth(depth, K.double().numpy(), np.stack([left, ~left]))
+    hole = left & ~measured
+    assert (filled[hole] > 0).all()
+    np.testing.assert_allclose(filled[hole], truth[hole], rtol=1e-4)
+    assert (filled[~left] == 0).all() and (filled[measured] == 0).all()
+    assert summary["planes"] == 1
+
+
+def test_free_space_check_drops_a_point_floating_in_front_of_a_seen_surface():
+    from mvs.segment_fill import free_space_violations
+
+    K, w2c = intrinsics(), camera_at(0.0)
+    depth = plane_depth(K, w2c)
+    surface = backproject(depth, K, w2c)[H // 2, W // 2]
+    ray = surface / surface.norm()
+    pts = torch.stack([surface * 0.7, surface + 0.5 * ray, surface])  # in front, behind, on
+    bad = free_space_violations(pts, [depth], [K], [w2c], tol=0.03)
+    assert bad.tolist() == [True, False, False]
