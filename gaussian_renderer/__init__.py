@@ -223,6 +223,7 @@ def render_features_only(
             height=height,
             backgrounds=zeros[None],
             render_mode="RGB",
+            packed=False,  # gsplat 1.5.3 asserts [channels] backgrounds when packed
             near_plane=NEAR_PLANE,
             eps2d=EPS2D,
             tile_size=TILE_SIZE,

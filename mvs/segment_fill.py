@@ -12,9 +12,12 @@ object's faces. So, per training view and per segment, from the finest to the co
 2. accept the plane when the segment has at least ``min_support`` consistent pixels (and
    ``min_support_frac`` of its area) and ``min_inlier_ratio`` of them are inliers: a segment
    spanning several faces fails this and leaves its pixels to a coarser segment;
-3. give every still-empty pixel of the segment the depth where its ray meets the plane, if
-   the ray is not grazing the plane (|cos| >= ``min_cos``) and the depth stays within
-   ``max_extrapolation`` of the inliers' depth range.
+3. give every still-empty pixel of the segment that lies within ``max_gap`` (a fraction
+   of the image size) of an inlier the depth where its ray meets the plane, if the ray is
+   not grazing the plane (|cos| >= ``min_cos``) and the depth stays within
+   ``max_extrapolation`` of the inliers' depth range. The gap bound keeps a plane where its
+   evidence is: a coarse segment whose consistent pixels all lie on one face of an object
+   passes step 2, and would otherwise extend that face over the others.
 
 Filled points are then checked against the other views' consistent depths
 (``free_space_violations``): a filled point that another view sees in front of a surface
@@ -38,10 +41,11 @@ from mvs.fusion import project
 class FillSettings:
     min_support: int = 40
     min_support_frac: float = 0.02
-    min_inlier_ratio: float = 0.7
+    min_inlier_ratio: float = 0.85
     plane_tol: float = 0.01
     min_cos: float = 0.15
     max_extrapolation: float = 1.5
+    max_gap: float = 0.05
     ransac_iters: int = 256
     ransac_sample: int = 4000
     free_space_tol: float = 0.03
@@ -53,6 +57,7 @@ class SegmentPlane:
     offset: float  # points X on the plane: normal @ X + offset = 0
     inlier_ratio: float
     z_range: tuple[float, float]  # depth range of the inliers
+    inliers: np.ndarray  # [H, W] bool, the segment's pixels on the plane
 
 
 def pixel_rays(h: int, w: int, K: np.ndarray) -> np.ndarray:
@@ -120,7 +125,18 @@ def segment_plane(
     ratio = float(inl.mean())
     if ratio < s.min_inlier_ratio:
         return None
-    return SegmentPlane(normal, offset, ratio, (float(z[inl].min()), float(z[inl].max())))
+    on_plane = np.zeros_like(support)
+    on_plane[support] = inl
+    z_range = (float(z[inl].min()), float(z[inl].max()))
+    return SegmentPlane(normal, offset, ratio, z_range, on_plane)
+
+
+def near_support(plane: SegmentPlane, max_gap_px: float) -> np.ndarray:
+    """[H, W] bool: pixels within ``max_gap_px`` of one of the plane's inlier pixels."""
+    import cv2
+
+    far = (~plane.inliers).astype(np.uint8)
+    return cv2.distanceTransform(far, cv2.DIST_L2, 5) <= max_gap_px
 
 
 def plane_depth(plane: SegmentPlane, rays: np.ndarray, s: FillSettings) -> np.ndarray:
@@ -161,6 +177,7 @@ def fill_depth(
         if plane is None:
             continue
         planes += 1
+        todo &= near_support(plane, s.max_gap * max(h, w))
         z = plane_depth(plane, rays[todo], s)
         filled[todo] = z
         open_[todo] = z <= 0

@@ -36,8 +36,10 @@ A stage is done when ``<model>/stages/<stage>.done`` exists and is newer than ev
 of its inputs (the images, and the outputs of the stages it reads); touching an input (or
 re-running an upstream stage) re-runs what depends on it. Each stage logs to
 ``<model>/logs/<stage>.log``; the first failure stops the run with the stage's name and
-its log. A scene folder that cannot be written (e.g. a read-only data set) is copied to
-``--work`` first.
+its log. With ``--jobs K`` (default 3 where an NVIDIA GPU is, else 1) up to K stages whose
+inputs are ready run at once: masks beside the stereo, mask matching beside the alignment
+and the 2D features, segmentation beside rendering. A scene folder that cannot be
+written (e.g. a read-only data set) is copied to ``--work`` first.
 """
 
 from __future__ import annotations
@@ -248,6 +250,60 @@ def run_stage(stage: Stage, model: Path) -> float:
     return seconds
 
 
+def stage_needs(stage: Stage, names: set[str]) -> set[str]:
+    """The stages of this run that must finish before ``stage`` starts: its upstream, and
+    the stage that makes the scene folder (convert or sfm) for every other stage."""
+    makers = {"convert", "sfm"} & names
+    return (set(stage.upstream) & names) | (set() if stage.name in makers else makers)
+
+
+def run_stages(
+    stages: list[Stage], model: Path, force: set[str], jobs: int = 1
+) -> tuple[dict[str, float], str | None]:
+    """Run ``stages`` (in plan order), up to ``jobs`` at once: a stage starts when the
+    stages it needs have finished, and is skipped when it is then up to date. After a
+    failure no stage starts; those running finish (nothing is left half-written). Returns
+    the seconds of each stage run and the first failure's message (None when all ran)."""
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    names = {st.name for st in stages}
+    pending = list(stages)
+    finished: set[str] = set()
+    times: dict[str, float] = {}
+    error: str | None = None
+    running: dict = {}  # future -> stage
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        while pending or running:
+            for stage in list(pending):
+                if error or len(running) >= max(1, jobs):
+                    break
+                if stage_needs(stage, names) - finished:
+                    continue
+                pending.remove(stage)
+                if stage.name not in force and is_done(stage, model):
+                    print(f"[run_scene] {stage.name}: up to date", flush=True)
+                    finished.add(stage.name)
+                    continue
+                print(f"[run_scene] {stage.name}: running (log: "
+                      f"{model / 'logs' / stage.name}.log)", flush=True)  # fmt: skip
+                running[pool.submit(run_stage, stage, model)] = stage
+            if error and not running:
+                break
+            if not running:
+                continue  # stages became up to date: look for ready ones again
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in done:
+                stage = running.pop(fut)
+                try:
+                    times[stage.name] = fut.result()
+                except RunError as exc:
+                    error = error or str(exc)
+                    continue
+                finished.add(stage.name)
+                print(f"[run_scene] {stage.name}: done in {times[stage.name]:.1f} s", flush=True)
+    return times, error
+
+
 def main(argv: list[str] | None = None) -> int:
     own, train_extra = split_passthrough(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -269,6 +325,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--done", nargs="*", default=[],
                    help="stages already run elsewhere (e.g. colmap_views where pycolmap is): "
                    "their outputs must be present; they are stamped, not run")  # fmt: skip
+    p.add_argument("--jobs", type=int, default=0,
+                   help="stages run at once when their inputs are ready (0: 3 with an NVIDIA "
+                   "GPU, else 1)")  # fmt: skip
     p.add_argument("--dry_run", action="store_true", help="print the plan only")
     args = p.parse_args(own)
     src = Path(args.scene).resolve()
@@ -289,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     for line in skipped:
         print(f"[run_scene] off: {line}")
-    times: dict[str, float] = {}
+    todo = []
     for stage in stages:
         if stage.name in args.done:
             missing = [str(p) for p in stage.outputs if not p.exists()]
@@ -302,21 +361,18 @@ def main(argv: list[str] | None = None) -> int:
                 stamp.parent.mkdir(parents=True, exist_ok=True)
                 stamp.write_text("done elsewhere\n")
             print(f"[run_scene] {stage.name}: done elsewhere (--done)")
-            continue
-        if stage.name not in args.force and is_done(stage, model):
-            print(f"[run_scene] {stage.name}: up to date")
-            continue
-        if args.dry_run:
-            print(f"[run_scene] {stage.name}: would run {' '.join(stage.cmd)}")
-            continue
-        print(f"[run_scene] {stage.name}: running (log: {model / 'logs' / stage.name}.log)",
-              flush=True)  # fmt: skip
-        try:
-            times[stage.name] = run_stage(stage, model)
-        except RunError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        print(f"[run_scene] {stage.name}: done in {times[stage.name]:.1f} s", flush=True)
+        elif args.dry_run:
+            if stage.name not in args.force and is_done(stage, model):
+                print(f"[run_scene] {stage.name}: up to date")
+            else:
+                print(f"[run_scene] {stage.name}: would run {' '.join(stage.cmd)}")
+        else:
+            todo.append(stage)
+    jobs = args.jobs or (3 if shutil.which("nvidia-smi") else 1)
+    times, error = run_stages(todo, model, set(args.force), jobs)
+    if error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     if times:
         print("[run_scene] seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in times.items()))
     print(f"[run_scene] model: {model}")

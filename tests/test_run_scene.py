@@ -140,3 +140,27 @@ def test_stages_done_elsewhere_are_stamped_not_run(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert "colmap_views: done elsewhere (--done)" in out and "stage masks failed" in err
     assert run_scene.stamp_path(model, "colmap_views").read_text() == "done elsewhere\n"
+
+
+def test_ready_stages_run_side_by_side_and_a_failure_starts_nothing_new(tmp_path):
+    """Stage a succeeds only if b starts while a runs: so with --jobs 2 both are running at
+    once, and c, which needs them, waits for both; with --jobs 1 the same plan runs one
+    stage at a time (a fails). After a failure no stage starts."""
+
+    def plan(d: Path) -> list:
+        d.mkdir()
+        a, b, c = d / "a", d / "b", d / "c"
+        scripts = {
+            "a": f"touch {a}.start; sleep 1; test -e {b}.start && touch {a}",
+            "b": f"touch {b}.start; sleep 1; touch {b}",
+            "c": f"test -e {a} && test -e {b} && touch {c}",
+        }
+        ups = {"a": [], "b": [], "c": ["a", "b"]}
+        return [run_scene.Stage(n, ["sh", "-c", scripts[n]], [], [d / n], ups[n]) for n in "abc"]
+
+    times, error = run_scene.run_stages(plan(tmp_path / "two"), tmp_path / "m2", set(), jobs=2)
+    assert error is None and set(times) == {"a", "b", "c"}
+    times, error = run_scene.run_stages(plan(tmp_path / "one"), tmp_path / "m1", set(), jobs=1)
+    assert error.startswith("stage a failed") and "logs/a.log" in error
+    # b does not need a, but nothing starts after the failure; c never runs.
+    assert times == {} and not (tmp_path / "one" / "b.start").exists()
