@@ -121,23 +121,22 @@ def render_pose_opt_set(model_path, iteration, views, gaussians, pipeline, backg
                         steps: int, schedule: str, scale: float) -> str:  # fmt: skip
     """Test-time pose optimisation of every test view, then its renders and poses.json.
 
-    Each view's correction is fitted independently (``optimize_camera_pose``, translation
-    in units of ``scale``, the scene's ``cameras_extent``); the corrected views are written
-    by ``render_set`` into ``<model>/test/ours_<N>_pose_opt`` and the poses into its
-    ``poses.json``: ``{"steps", "schedule", "scale", "seconds" (the optimisation's), "views":
-    [{image_name, viewmat_before, viewmat_after, R, T, rotation_change_deg,
-    translation_change, loss_before, loss_after}]}`` (``R`` camera-to-world and ``T`` as
-    in 3DGS; views in render order).
+    Each view's correction is fitted independently (``optimize_camera_poses``, views of
+    one size in batches; translation in units of ``scale``, the scene's
+    ``cameras_extent``). The corrected views are written by ``render_set`` into
+    ``<model>/test/ours_<N>_pose_opt`` and the poses into its ``poses.json``: ``{"steps",
+    "schedule", "scale", "seconds" (the optimisation's), "views": [{image_name,
+    viewmat_before, viewmat_after, R, T, rotation_change_deg, translation_change,
+    loss_before, loss_after}]}`` (``R`` camera-to-world and ``T`` as in 3DGS; views in
+    render order).
     """
-    from gaussian_renderer.pose_opt import optimize_camera_pose
+    from gaussian_renderer.pose_opt import optimize_camera_poses
 
-    corrected, records = [], []
     start = time.perf_counter()
-    for view in tqdm(views, desc=f"Test-time pose optimisation ({steps} steps)"):
-        cam, result = optimize_camera_pose(view, gaussians, pipeline, background, steps, scale,
-                                           schedule, backend)  # fmt: skip
-        corrected.append(cam)
-        records.append(result)
+    print(f"[pose_opt] {len(views)} test views, {steps} steps, up to 16 views at once")
+    pairs = optimize_camera_poses(list(views), gaussians, pipeline, background, steps, scale,
+                                  schedule, backend)  # fmt: skip
+    corrected, records = [c for c, _ in pairs], [r for _, r in pairs]
     seconds = time.perf_counter() - start  # each view's result is read back: no sync needed
     method = f"ours_{iteration}{POSE_OPT_SUFFIX}"
     base = render_set(model_path, "test", iteration, corrected, gaussians, pipeline, background,

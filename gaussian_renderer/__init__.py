@@ -181,6 +181,62 @@ def _package(rgb, alpha, extra, n_feat, depth, means2d, radii, width, height) ->
     return out
 
 
+def render_views(
+    viewmats: torch.Tensor,  # [V, 4, 4] world-to-camera, may carry gradients
+    Ks: torch.Tensor,  # [V, 3, 3]
+    width: int,
+    height: int,
+    pc: GaussianModel,
+    pipe,
+    bg_color: torch.Tensor,  # [3]
+    backend: str = "auto",
+) -> torch.Tensor:
+    """RGB [V, 3, H, W] of V cameras of one image size, composited on ``bg_color``, with
+    gradients to the view matrices (test-time pose optimisation batches its views here).
+
+    gsplat rasterizes all V views in one call (its batched cameras; SH colours evaluated
+    per view inside); the torch path is its twin, one ``rasterize`` per view. Same colour
+    rule as ``render`` (SH + 0.5 clamped at 0), no depth, no packed mode.
+    """
+    backend = resolve_backend(backend, pc.device)
+    antialiased = bool(getattr(pipe, "antialiasing", False))
+    if backend == "torch":
+        from gaussian_renderer.torch_backend import rasterize
+
+        out = []
+        for vm, K in zip(viewmats, Ks):
+            rgb = sh_colors(pc, -vm[:3, :3].T @ vm[:3, 3])
+            img, _, _ = rasterize(
+                pc.get_xyz, pc.params["quats"], pc.get_scaling, pc.get_opacity, rgb, vm, K,
+                width, height, background=bg_color, render_depth=False, antialiased=antialiased,
+            )  # fmt: skip
+            out.append(img.permute(2, 0, 1))
+        return torch.stack(out)
+    from gsplat import rasterization
+
+    from gaussian_renderer.gsplat_fused import EPS2D, NEAR_PLANE, TILE_SIZE
+
+    img, _, _ = rasterization(
+        means=pc.get_xyz,
+        quats=pc.params["quats"],
+        scales=pc.get_scaling,
+        opacities=pc.get_opacity,
+        colors=pc.get_features,
+        viewmats=viewmats,
+        Ks=Ks,
+        width=width,
+        height=height,
+        sh_degree=pc.active_sh_degree,
+        backgrounds=bg_color.expand(len(viewmats), -1),
+        packed=False,
+        near_plane=NEAR_PLANE,
+        eps2d=EPS2D,
+        tile_size=TILE_SIZE,
+        rasterize_mode="antialiased" if antialiased else "classic",
+    )
+    return img.permute(0, 3, 1, 2)
+
+
 def render_features_only(
     viewpoint_camera,
     pc: GaussianModel,

@@ -5,8 +5,9 @@ known, a small pose error shifts every test render by a few pixels and the image
 then measure registration error instead of reconstruction quality. SPARS3R therefore
 freezes every Gaussian and optimises, per test view, an SO(3) x R3 correction of that
 view's camera against its own test image, then scores the corrected renders. This module
-does that through the project's ``gaussian_renderer.render`` (torch backend on the CPU,
-gsplat on CUDA), so the gradient reaches the pose through the same rasterizer.
+does that through ``gaussian_renderer.render_views`` (torch backend on the CPU, gsplat on
+CUDA, where all test views of one size render in one batched call), so the gradient
+reaches the pose through the same rasterizer as the renders it scores.
 
 The correction acts on the world-to-camera matrix from the left, in the camera frame::
 
@@ -82,26 +83,38 @@ SCHEDULES: dict[str, PoseSchedule] = {
 
 
 def so3_exp(omega: torch.Tensor) -> torch.Tensor:
-    """Rotation matrix [3, 3] of the axis-angle vector ``omega`` [3] (Rodrigues).
+    """Rotation matrices [..., 3, 3] of the axis-angle vectors ``omega`` [..., 3] (Rodrigues).
 
     ``R = I + a [w]x + b [w]x^2`` with ``a = sin(t)/t`` and ``b = (1 - cos t)/t^2``,
     ``t = |omega|``; below ``t = 1e-4`` the Taylor series is used, so the gradient at
     ``omega = 0`` (where every optimisation starts) is exact and finite.
     """
-    theta2 = (omega * omega).sum()
+    theta2 = (omega * omega).sum(-1)[..., None, None]
     theta = torch.sqrt(theta2.clamp_min(1e-24))
     small = theta2 < 1e-8
     a = torch.where(small, 1.0 - theta2 / 6.0, torch.sin(theta) / theta)
     b = torch.where(small, 0.5 - theta2 / 24.0, (1.0 - torch.cos(theta)) / theta2.clamp_min(1e-24))
-    zero = omega.new_zeros(())
+    x, y, z = omega.unbind(-1)
+    zero = torch.zeros_like(x)
     wx = torch.stack(
         [
-            torch.stack([zero, -omega[2], omega[1]]),
-            torch.stack([omega[2], zero, -omega[0]]),
-            torch.stack([-omega[1], omega[0], zero]),
-        ]
+            torch.stack([zero, -z, y], -1),
+            torch.stack([z, zero, -x], -1),
+            torch.stack([-y, x, zero], -1),
+        ],
+        -2,
     )
-    return torch.eye(3, dtype=omega.dtype, device=omega.device) + a * wx + b * (wx @ wx)
+    eye = torch.eye(3, dtype=omega.dtype, device=omega.device)
+    return eye + a * wx + b * (wx @ wx)
+
+
+def pose_delta(omega: torch.Tensor, tau: torch.Tensor, scale: float) -> torch.Tensor:
+    """[..., 4, 4] corrections ``[[exp(omega), scale * tau], [0, 1]]`` of ``omega``, ``tau``
+    [..., 3], applied from the left to world-to-camera matrices."""
+    top = torch.cat([so3_exp(omega), (scale * tau)[..., None]], dim=-1)
+    bottom = torch.zeros_like(top[..., :1, :])
+    bottom[..., 0, 3] = 1.0
+    return torch.cat([top, bottom], dim=-2)
 
 
 class CorrectedCamera:
@@ -128,9 +141,7 @@ class CorrectedCamera:
 
     def delta(self) -> torch.Tensor:
         """The [4, 4] correction applied from the left to the base world-to-camera."""
-        top = torch.cat([so3_exp(self.omega), (self.scale * self.tau)[:, None]], dim=1)
-        bottom = torch.tensor([[0.0, 0.0, 0.0, 1.0]], device=top.device, dtype=top.dtype)
-        return torch.cat([top, bottom], dim=0)
+        return pose_delta(self.omega, self.tau, self.scale)
 
     @property
     def viewmat(self) -> torch.Tensor:  # [4, 4] world-to-camera, differentiable
@@ -172,6 +183,125 @@ def rotation_angle_deg(R: np.ndarray) -> float:
     return math.degrees(math.acos(float(np.clip((np.trace(R) - 1.0) / 2.0, -1.0, 1.0))))
 
 
+def view_losses(images: torch.Tensor, gts: torch.Tensor) -> list[float]:
+    """The loss of each view of ``images`` [V, 3, H, W] against ``gts`` (one sync)."""
+    per_view = [l1_dssim_loss(im, gt, LAMBDA_DSSIM)[0] for im, gt in zip(images, gts)]
+    return torch.stack(per_view).tolist()
+
+
+def optimize_camera_poses(
+    cameras: list,
+    gaussians: GaussianModel,
+    pipe,
+    background: torch.Tensor,
+    steps: int,
+    scale: float,
+    schedule: PoseSchedule | str = "fast",
+    backend: str = "auto",
+    batch: int = 16,
+) -> list[tuple[CorrectedCamera, PoseResult]]:
+    """Optimise the pose correction of every camera against its ``original_image``.
+
+    The Gaussians are frozen (``requires_grad`` switched off for the call and restored);
+    only ``omega`` [V, 3] and ``tau`` [V, 3] are optimised, with Adam in two parameter
+    groups (rotation, translation) whose rates follow ``schedule``. Up to ``batch`` views of
+    one image size are optimised together: one ``render_views`` call (gsplat: one batched
+    rasterization) and one Adam step per iteration for all of them, and no host sync in the
+    loop. The views stay independent: each correction only moves its own render, and Adam
+    is per element and blind to the loss's scale, so the mean loss of the batch gives each
+    view the steps it would get alone (tests/test_pose_opt.py checks this).
+
+    Returns (corrected camera, ``PoseResult``) per camera, in the order given; the
+    record's ``losses`` is the batch's mean loss at each step.
+    """
+    for camera in cameras:
+        if camera.original_image is None:
+            raise ValueError(f"{camera.image_name}: no test image to optimise the pose against")
+    sched = SCHEDULES[schedule] if isinstance(schedule, str) else schedule
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, camera in enumerate(cameras):
+        groups.setdefault((camera.image_width, camera.image_height), []).append(i)
+    chunks = [idx[k : k + max(1, batch)] for idx in groups.values()
+              for k in range(0, len(idx), max(1, batch))]  # fmt: skip
+    results: list = [None] * len(cameras)
+    flags = {k: p.requires_grad for k, p in gaussians.params.items()}
+    try:
+        for p in gaussians.params.values():
+            p.requires_grad_(False)
+        for chunk in chunks:
+            views = [cameras[i] for i in chunk]
+            for i, res in zip(chunk, _optimize_batch(views, gaussians, pipe, background, steps,
+                                                     scale, sched, backend)):  # fmt: skip
+                results[i] = res
+    finally:
+        for k, p in gaussians.params.items():
+            p.requires_grad_(flags[k])
+    return results
+
+
+def _optimize_batch(views, gaussians, pipe, background, steps, scale, sched, backend):
+    """``optimize_camera_poses`` for views of one image size, all at once."""
+    from gaussian_renderer import render_views
+
+    device = views[0].viewmat.device
+    base = torch.stack([v.viewmat for v in views]).detach()  # [V, 4, 4]
+    Ks = torch.stack([v.K for v in views])
+    width, height = views[0].image_width, views[0].image_height
+    gts = torch.stack([v.original_image[0:3].to(device) for v in views])  # [V, 3, H, W]
+    omega = torch.zeros(len(views), 3, device=device, requires_grad=True)
+    tau = torch.zeros(len(views), 3, device=device, requires_grad=True)
+    opt = torch.optim.Adam(
+        [{"params": [omega], "lr": sched.lr_rot}, {"params": [tau], "lr": sched.lr_trans}],
+        eps=1e-15,
+    )
+    base_lrs = [sched.lr_rot, sched.lr_trans]
+
+    def draw() -> torch.Tensor:
+        vms = pose_delta(omega, tau, scale) @ base
+        return render_views(vms, Ks, width, height, gaussians, pipe, background, backend)
+
+    with torch.no_grad():
+        before_losses = view_losses(draw(), gts)
+    losses = []
+    with torch.enable_grad():  # render.py and metrics.py call this under no_grad
+        for step in range(steps):
+            f = sched.factor(step, steps)
+            for group, lr in zip(opt.param_groups, base_lrs):
+                group["lr"] = lr * f
+            loss = l1_dssim_loss(draw(), gts, LAMBDA_DSSIM, fused=True)[0]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.detach())
+    with torch.no_grad():
+        after_losses = view_losses(draw(), gts)
+    curve = torch.stack(losses).tolist() if losses else []
+    out = []
+    for k, view in enumerate(views):
+        cam = CorrectedCamera(view, scale)
+        with torch.no_grad():
+            cam.omega.copy_(omega[k])
+            cam.tau.copy_(tau[k])
+            before = view.viewmat.detach().double().cpu().numpy()
+            after = cam.viewmat.detach().double().cpu().numpy()
+        c_before = -before[:3, :3].T @ before[:3, 3]
+        c_after = -after[:3, :3].T @ after[:3, 3]
+        record = PoseResult(
+            image_name=view.image_name,
+            viewmat_before=before.tolist(),
+            viewmat_after=after.tolist(),
+            R=after[:3, :3].T.tolist(),
+            T=after[:3, 3].tolist(),
+            rotation_change_deg=rotation_angle_deg(after[:3, :3] @ before[:3, :3].T),
+            translation_change=float(np.linalg.norm(c_after - c_before)),
+            loss_before=before_losses[k],
+            loss_after=after_losses[k],
+            losses=curve,
+        )
+        out.append((cam, record))
+    return out
+
+
 def optimize_camera_pose(
     camera,
     gaussians: GaussianModel,
@@ -182,70 +312,6 @@ def optimize_camera_pose(
     schedule: PoseSchedule | str = "fast",
     backend: str = "auto",
 ) -> tuple[CorrectedCamera, PoseResult]:
-    """Optimise the pose correction of ``camera`` against ``camera.original_image``.
-
-    The Gaussians are frozen (``requires_grad`` switched off for the call and restored);
-    only ``omega`` and ``tau`` are optimised, with Adam in two parameter groups (rotation,
-    translation) whose rates follow ``schedule``. On gsplat the unfused render path is
-    used, because the fused one (gaussian_renderer/gsplat_fused.py) returns no gradient
-    for the view matrix.
-
-    Returns the corrected camera (pass it to ``render``) and a ``PoseResult``.
-    """
-    from gaussian_renderer import render
-
-    if camera.original_image is None:
-        raise ValueError(f"{camera.image_name}: no test image to optimise the pose against")
-    sched = SCHEDULES[schedule] if isinstance(schedule, str) else schedule
-    cam = CorrectedCamera(camera, scale)
-    gt = camera.original_image[0:3].to(camera.viewmat.device)
-    opt = torch.optim.Adam(
-        [
-            {"params": [cam.omega], "lr": sched.lr_rot},
-            {"params": [cam.tau], "lr": sched.lr_trans},
-        ],
-        eps=1e-15,
-    )
-    base_lrs = [sched.lr_rot, sched.lr_trans]
-    flags = {k: p.requires_grad for k, p in gaussians.params.items()}
-    losses: list[float] = []
-    try:
-        for p in gaussians.params.values():
-            p.requires_grad_(False)
-        with torch.enable_grad():
-            for step in range(steps):
-                f = sched.factor(step, steps)
-                for group, lr in zip(opt.param_groups, base_lrs):
-                    group["lr"] = lr * f
-                out = render(cam, gaussians, pipe, background, backend=backend, depth=False,
-                             fused=False)  # fmt: skip
-                loss = l1_dssim_loss(out["render"], gt, LAMBDA_DSSIM, fused=True)[0]
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                losses.append(float(loss.detach()))
-            with torch.no_grad():
-                out = render(cam, gaussians, pipe, background, backend=backend, depth=False,
-                             fused=False)  # fmt: skip
-                final = float(l1_dssim_loss(out["render"], gt, LAMBDA_DSSIM)[0])
-    finally:
-        for k, p in gaussians.params.items():
-            p.requires_grad_(flags[k])
-    with torch.no_grad():
-        before = camera.viewmat.detach().double().cpu().numpy()
-        after = cam.viewmat.detach().double().cpu().numpy()
-    c_before = -before[:3, :3].T @ before[:3, 3]
-    c_after = -after[:3, :3].T @ after[:3, 3]
-    result = PoseResult(
-        image_name=camera.image_name,
-        viewmat_before=before.tolist(),
-        viewmat_after=after.tolist(),
-        R=after[:3, :3].T.tolist(),
-        T=after[:3, 3].tolist(),
-        rotation_change_deg=rotation_angle_deg(after[:3, :3] @ before[:3, :3].T),
-        translation_change=float(np.linalg.norm(c_after - c_before)),
-        loss_before=losses[0] if losses else final,
-        loss_after=final,
-        losses=losses,
-    )
-    return cam, result
+    """``optimize_camera_poses`` for one camera: (corrected camera, ``PoseResult``)."""
+    return optimize_camera_poses([camera], gaussians, pipe, background, steps, scale, schedule,
+                                 backend)[0]  # fmt: skip
