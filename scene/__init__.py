@@ -153,7 +153,16 @@ class Scene:
             print("[scene] a single training camera position: cameras_extent set to 1.0")
             self.cameras_extent = 1.0
         self.rng = np.random.default_rng(seed)
-        self.point_cloud, self.init_source = self._init_points(sparse)
+        try:
+            self.point_cloud, self.init_source = self._init_points(sparse)
+        except SceneError as e:
+            if not reuse_split:
+                raise
+            # A trained model is loaded: its Gaussians stand in for the initial points, so a
+            # stage output deleted since training (the stereo cloud, say) is not needed.
+            empty = np.zeros((0, 3))
+            self.point_cloud = BasicPointCloud(empty, empty, empty)
+            self.init_source = f"not needed for a trained model ({e})"
         print(f"[scene] init points: {self.init_source} ({len(self.point_cloud.points)} points)")
 
         device = pick_device(getattr(dataset, "data_device", "cuda")) if device is None else device

@@ -212,6 +212,10 @@ def test_model_files_and_reuse(tmp_path):
         dataset(tmp_path / "scene", model_path=str(out)), sparse(n_views=5), reuse_split=True
     )
     assert again.split == sc.split
+    # A trained model loads without the initial points it was trained from.
+    dense = Scene(dataset(tmp_path / "scene", model_path=str(out)), sparse(n_views=5, init="dense"),
+                  reuse_split=True)  # fmt: skip
+    assert dense.split == sc.split and len(dense.point_cloud.points) == 0
     with pytest.raises(SceneError, match=r"split\.json: split file not found"):
         Scene(
             dataset(tmp_path / "scene", model_path=str(tmp_path / "nope")), None, reuse_split=True
