@@ -33,6 +33,7 @@ from mask_matching.maps import (
     write_view_map,
 )
 from mask_matching.report import (
+    downsized,
     markdown,
     match_agreement,
     overview,
@@ -146,7 +147,8 @@ def _write(scene_dir, req, data: MatchingInput, net, tables, level_ids, uf, repo
                 pic = preview(v, image, data, tables, level_ids, uf, segments, req.tolerance)
                 stem = os.path.splitext(map_file(view.name)[len("maps/") :])[0]
                 # zlib level 1: a third of the default's time on these 2x4-panel pictures
-                save_image(os.path.join(tmp, "preview", stem + ".png"), pic, compress_level=1)
+                save_image(os.path.join(tmp, "preview", stem + ".png"), downsized(pic),
+                           compress_level=1)  # fmt: skip
                 pictures.append(pic)
             save_image(os.path.join(tmp, "preview", "overview.png"), overview(pictures),
                        compress_level=1)  # fmt: skip
