@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Build the git-ignored scene folders that GPU calls carry (the GPU machine has no
+# ../shared and no pycolmap), from ../shared/data, on this CPU machine (about 3 minutes):
+#   data_local/maryrose_gpu          NeRD maryrose, 864x864, 12-view train-only COLMAP model
+#                                    (gpu_session.sh maryrose: run_scene --done colmap_views)
+#   data_local/slim/{dtu_scan24,fern}  3-view train-only model, stereo cloud, classical masks
+#   data_local/fill/{dtu_scan24,fern}  the same with the segment-planar fill (mvs --fill_segments)
+# Carry each as needed (64 MiB a call): run's carry ["data_local/slim", ".whl", ...].
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SHARED=${SHARED:-../shared/data}
+PY=${PYTHON:-python}
+q() { "$@" 2>&1 | grep -E "^wrote|points:|fill:|error" || true; }
+if [ ! -d data_local/maryrose_gpu/colmap_12views ]; then
+  q $PY scripts/prepare_llff.py --factor 4 --src "$SHARED/nerd_maryrose" \
+    --out data_local/maryrose_gpu --n_views 12 --overwrite
+  q $PY colmap_match.py -s data_local/maryrose_gpu --n_views 12 --split_protocol llff --overwrite
+fi
+prep() { # name protocol prepare-command...
+  local name=$1 proto=$2; shift 2
+  local s=data_local/slim/$name f=data_local/fill/$name
+  if [ ! -f $s/colmap_3views/dense/points3D.ply ]; then
+    q "$@" --out $s --n_views 3 --overwrite
+    q $PY colmap_match.py -s $s --n_views 3 --split_protocol $proto --overwrite
+    q $PY -m mvs -s $s --n_views 3 --split_protocol $proto --overwrite --quiet
+    q $PY extract_mask.py -s $s --mode auto --train_views_of $s/colmap_3views/split.json
+  fi
+  if [ ! -f $f/colmap_3views/dense/points3D.ply ]; then
+    mkdir -p data_local/fill && rm -rf $f && cp -r $s $f
+    rm -rf $f/colmap_3views/dense $f/depth_mvs
+    q $PY -m mvs -s $f --n_views 3 --split_protocol $proto --overwrite --quiet --fill_segments
+  fi
+}
+prep dtu_scan24 dtu $PY scripts/prepare_dtu.py --src "$SHARED/dtu_scan24_monosdf"
+prep fern llff $PY scripts/prepare_llff.py --factor 8 --src "$SHARED/llff_fern"
+find data_local -name database.db -delete
+du -sh --apparent-size data_local/maryrose_gpu data_local/slim data_local/fill
