@@ -175,10 +175,12 @@ def plan(args: argparse.Namespace, scene: Path, model: Path, train_extra: list[s
         stages.append(Stage("mask_matching", [py, "-m", "mask_matching", *s, *views,
                                               "--overwrite"],
                             [], [scene / "mask_matching"], ["masks", "colmap_views"]))  # fmt: skip
-        mvs_cmd = [py, "-m", "mvs", *s, *views, "--overwrite", *shlex.split(args.mvs_args)]
+        mvs_flags = shlex.split(args.mvs_args)
+        mvs_cmd = [py, "-m", "mvs", *s, *views, "--overwrite", *mvs_flags]
+        mvs_reads = ["colmap_views"] + (["masks"] if "--fill_segments" in mvs_flags else [])
         stages.append(Stage("mvs", mvs_cmd, [],
                             [colmap_views / "dense" / "points3D.ply", scene / "depth_mvs"],
-                            ["colmap_views"]))  # fmt: skip
+                            mvs_reads))  # fmt: skip
         prior = "depth_pro" if args.depth_model else "mvs"
         aligned = [scene / "alignment" / "points3D.ply"]
         reads = ["masks", "mvs"] + (["depth"] if args.depth_model else [])
