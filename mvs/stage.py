@@ -270,15 +270,20 @@ def write_depth_maps(
 
 
 # --------------------------------------------------------------------------- segment fill
-def view_masks_at(scene_dir: str, name: str, hw: tuple[int, int]) -> np.ndarray:
-    """[S, H, W] bool: ``masks/<stem>.npz`` of one view, resized (nearest) to ``hw``."""
+def masks_file(scene_dir: str, name: str) -> str:
+    """``masks/<stem>.npz`` of one view; a ``SceneError`` naming extract_mask.py if absent."""
     path = os.path.join(scene_dir, "masks", os.path.splitext(name)[0] + ".npz")
     if not os.path.isfile(path):
         raise SceneError(
             f"{path}: no masks for --fill_segments; run python extract_mask.py -s "
             f"{scene_dir} first (SAM 2, or --mode auto for the classical backend)"
         )
-    masks = load_mask_set(path).masks
+    return path
+
+
+def view_masks_at(scene_dir: str, name: str, hw: tuple[int, int]) -> np.ndarray:
+    """[S, H, W] bool: ``masks/<stem>.npz`` of one view, resized (nearest) to ``hw``."""
+    masks = load_mask_set(masks_file(scene_dir, name)).masks
     if masks.shape[1:] != hw and len(masks):
         t = torch.from_numpy(masks).float()[None]
         masks = torch.nn.functional.interpolate(t, size=hw, mode="nearest")[0].numpy() > 0.5
@@ -344,6 +349,9 @@ def run_mvs_stage(req: MVSRequest, scene=None) -> MVSResult:
         raise SceneError(
             f"{scene_dir}: the dense stage needs >= 2 training views, got {len(train)}"
         )
+    if req.fill_segments:  # before the sweep, not after it
+        for c in train:
+            masks_file(scene_dir, c.image_name)
     folder = train_only_folder(scene_dir, len(train))
     model_dir = _require_model(req, len(train))
     dense_dir = os.path.join(folder, DENSE_DIR)
