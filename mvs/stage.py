@@ -415,7 +415,7 @@ def run_mvs_stage(req: MVSRequest, scene=None) -> MVSResult:
     Ks = [v.K for v in views]
     w2cs = [v.w2c for v in views]
     per_view, all_p, all_c, errs = {}, [], [], []
-    depths: dict[str, np.ndarray] = {}
+    consistent: list[torch.Tensor] = []  # [H, W] per view, 0 = none
     for i, v in enumerate(views):
         chk = check_consistency(
             i, depths_t, Ks, w2cs, req.max_reproj_px, req.max_rel_depth, req.min_views
@@ -444,14 +444,14 @@ def run_mvs_stage(req: MVSRequest, scene=None) -> MVSResult:
         p, c = points_from_depth(depths_t[i], chk.mask, v.K, v.w2c, v.image)
         all_p.append(p)
         all_c.append(c)
-        depths[v.name] = torch.where(chk.mask, depths_t[i], 0).cpu().numpy().astype(np.float32)
+        consistent.append(torch.where(chk.mask, depths_t[i], 0))
     for line in warn_lines:
         warnings.warn(line, MVSWarning, stacklevel=2)
 
+    depths = {v.name: d.cpu().numpy().astype(np.float32) for v, d in zip(views, consistent)}
     n_consistent = sum(len(p) for p in all_p)
     fill_report: dict = {}
     if req.fill_segments:
-        consistent = [torch.from_numpy(depths[v.name]).to(device) for v in views]
         fill_p, fill_c, fill_report = segment_fill_points(scene_dir, views, consistent)
         all_p.append(fill_p)
         all_c.append(fill_c)
