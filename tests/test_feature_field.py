@@ -428,8 +428,14 @@ def test_the_feature_pass_on_gsplat_matches_the_torch_backend():
         maps, _ = _maps([cam.image_name], 48, 64)
         maps = {k: v.to(device) for k, v in maps.items()}
         field = FeatureField(maps, FieldSettings(start=0, distill_until=5, until=10, topk=0.5))
-        torch.manual_seed(0)
-        field.add_parameter(model)
+        # The same field on both devices: CPU and CUDA draw different torch.rand streams
+        # from one seed, so the initial values come from a CPU generator.
+        init = torch.rand(
+            model.num_gaussians, field.settings.levels, field.settings.dim,
+            generator=torch.Generator().manual_seed(0),
+        )  # fmt: skip
+        model.params[FIELD_KEY] = torch.nn.Parameter(init.to(device))
+        field.add_parameter(model)  # keeps the field that is there, as on a resumed run
         alpha = []
 
         def render_fn(c, m, f, b=backend, alpha=alpha):
