@@ -32,6 +32,7 @@ import functools
 import torch
 
 from gaussian.model import GaussianModel
+from utils.graphics_utils import quat_to_rotmat
 from utils.sh_utils import eval_sh
 
 BACKENDS = ("auto", "gsplat", "torch")
@@ -194,9 +195,16 @@ def render_views(
     """RGB [V, 3, H, W] of V cameras of one image size, composited on ``bg_color``, with
     gradients to the view matrices (test-time pose optimisation batches its views here).
 
-    gsplat rasterizes all V views in one call (its batched cameras; SH colours evaluated
-    per view inside); the torch path is its twin, one ``rasterize`` per view. Same colour
-    rule as ``render`` (SH + 0.5 clamped at 0), no depth, no packed mode.
+    gsplat rasterizes all V views in one call; the torch path is its twin, one
+    ``rasterize`` per view. Same colour rule as ``render`` (SH + 0.5 clamped at 0), no
+    depth, no packed mode.
+
+    Why the gsplat path moves the Gaussians into each camera itself: gsplat's gradient
+    with respect to ``viewmats`` leaves out the covariance's dependence on the rotation (an
+    approximation, gsplat issue 737), so rotation corrections would follow a wrong
+    gradient. Here the means, covariances and SH view directions are transformed per view
+    in PyTorch and gsplat rasterizes with identity view matrices: autograd gives the exact
+    pose gradient, the same as the torch twin's.
     """
     backend = resolve_backend(backend, pc.device)
     antialiased = bool(getattr(pipe, "antialiasing", False))
@@ -216,24 +224,34 @@ def render_views(
 
     from gaussian_renderer.gsplat_fused import EPS2D, NEAR_PLANE, TILE_SIZE
 
+    V, N = len(viewmats), pc.num_gaussians
+    R, t = viewmats[:, :3, :3], viewmats[:, :3, 3]  # [V, 3, 3], [V, 3]
+    Q = quat_to_rotmat(pc.params["quats"]) * pc.get_scaling[:, None, :]  # [N, 3, 3]
+    cov_world = Q @ Q.transpose(1, 2)  # [N, 3, 3]
+    means_cam = pc.get_xyz @ R.transpose(1, 2) + t[:, None]  # [V, N, 3]
+    covs_cam = R[:, None] @ cov_world @ R.transpose(1, 2)[:, None]  # [V, N, 3, 3]
+    centers = -(R.transpose(1, 2) @ t[..., None])[..., 0]  # [V, 3] camera centres
+    colors = torch.stack([sh_colors(pc, c) for c in centers])  # [V, N, 3]
+    eye = torch.eye(4, device=viewmats.device, dtype=viewmats.dtype)
     img, _, _ = rasterization(
-        means=pc.get_xyz,
-        quats=pc.params["quats"],
-        scales=pc.get_scaling,
-        opacities=pc.get_opacity,
-        colors=pc.get_features,
-        viewmats=viewmats,
-        Ks=Ks,
+        means=means_cam,
+        quats=None,
+        scales=None,
+        covars=covs_cam,
+        opacities=pc.get_opacity.expand(V, N),
+        colors=colors[:, None],  # [V, 1 camera, N, 3]
+        viewmats=eye.expand(V, 1, 4, 4),
+        Ks=Ks[:, None],
         width=width,
         height=height,
-        sh_degree=pc.active_sh_degree,
-        backgrounds=bg_color.expand(len(viewmats), -1),
+        backgrounds=bg_color.expand(V, 1, -1),
         packed=False,
         near_plane=NEAR_PLANE,
         eps2d=EPS2D,
         tile_size=TILE_SIZE,
         rasterize_mode="antialiased" if antialiased else "classic",
     )
+    img = img[:, 0]  # [V, H, W, 3]
     return img.permute(0, 3, 1, 2)
 
 

@@ -192,11 +192,15 @@ def test_features_only_backends_agree(channels):
 
 def test_batched_views_match_the_torch_twin_with_pose_gradients():
     """render_views (test-time pose optimisation): gsplat's batched cameras against one
-    torch render per view, values and the gradient of the view matrices."""
+    torch render per view, values and the exact gradient of the view matrices, rotation
+    included (gsplat's own viewmats gradient leaves out the covariance term)."""
     from gaussian_renderer import render_views
+    from utils.graphics_utils import quat_to_rotmat
 
     model, cam, _ = scene()
     shift = torch.eye(4, device="cuda").repeat(3, 1, 1)
+    half_angles = torch.tensor([[0, 0, 0], [0.02, -0.01, 0.015], [-0.015, 0.02, 0]])
+    shift[:, :3, :3] = quat_to_rotmat(torch.cat([torch.ones(3, 1), half_angles], 1)).cuda()
     shift[:, 0, 3] = torch.tensor([0.0, 0.05, -0.05], device="cuda")
     results = {}
     for backend in ("gsplat", "torch"):
