@@ -231,7 +231,10 @@ def render_views(
     means_cam = pc.get_xyz @ R.transpose(1, 2) + t[:, None]  # [V, N, 3]
     covs_cam = R[:, None] @ cov_world @ R.transpose(1, 2)[:, None]  # [V, N, 3, 3]
     centers = -(R.transpose(1, 2) @ t[..., None])[..., 0]  # [V, 3] camera centres
-    colors = torch.stack([sh_colors(pc, c) for c in centers])  # [V, N, 3]
+    # sh_colors for all views at once (eval_sh broadcasts): a loop of V evaluations would
+    # launch V times the kernels, which is what a step of the pose optimisation waits on.
+    dirs = torch.nn.functional.normalize(pc.get_xyz - centers[:, None], dim=-1)  # [V, N, 3]
+    colors = torch.clamp_min(eval_sh(pc.active_sh_degree, pc.get_features, dirs) + 0.5, 0.0)
     eye = torch.eye(4, device=viewmats.device, dtype=viewmats.dtype)
     img, _, _ = rasterization(
         means=means_cam,
