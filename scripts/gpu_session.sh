@@ -31,6 +31,8 @@
 #   pose_opt the preset on data_local/slim/dtu_scan24 (3 views), then render.py
 #            --test_pose_opt 500 on its 25 test views, timed alone: issue 15's < 30 s
 #   seg_speed  bench/segmentation_speed.py (KMeans, region growing, distillation)
+#   standin  issue 15: bench/alignment_standin.sh (stand-in prior, corruption, alignment,
+#            SfM points against the aligned cloud; carry data_local/standin)
 #   fill     issue 13: the preset from the stereo cloud against the stereo cloud with the
 #            segment-planar fill, DTU scan24 and fern, 3 views, 3 seeds, 10k iterations,
 #            JOBS (6) trainings sharing the GPU (bench/quality_probe.sh; data from
@@ -96,6 +98,7 @@ print(f'import torch + CUDA context: {time.time() - t:.2f} s')" ;;
       --save_iterations 10000 --quiet
       time python3 render.py -m output/dtu_preset --skip_train --test_pose_opt 500 ;;
     seg_speed) python3 bench/segmentation_speed.py ;;
+    standin) bash bench/alignment_standin.sh "$OUT/standin" ;;
     fill) RUNS=$(for sc in "slim/dtu_scan24 dtu" "fill/dtu_scan24 dtu" "slim/fern llff" \
         "fill/fern llff"; do for seed in 0 1 2; do echo "$sc preset $seed --sparse_view"; done
         done) JOBS=${JOBS:-6} RES=$OUT/probe_fill.txt bash bench/quality_probe.sh

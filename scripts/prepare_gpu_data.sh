@@ -5,6 +5,8 @@
 #                                    (gpu_session.sh maryrose: run_scene --done colmap_views)
 #   data_local/slim/{dtu_scan24,fern}  3-view train-only model, stereo cloud, classical masks
 #   data_local/fill/{dtu_scan24,fern}  the same with the segment-planar fill (mvs --fill_segments)
+#   data_local/standin/{dtu_scan24,fern}  slim plus the train-only model of the non-test views
+#                                    (17 fern, 9 DTU) that bench/alignment_standin.sh trains from
 # Carry each as needed (64 MiB a call): run's carry ["data_local/slim", ".whl", ...].
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,5 +35,13 @@ prep() { # name protocol prepare-command...
 }
 prep dtu_scan24 dtu $PY scripts/prepare_dtu.py --src "$SHARED/dtu_scan24_monosdf"
 prep fern llff $PY scripts/prepare_llff.py --factor 8 --src "$SHARED/llff_fern"
+for sv in "fern llff 17" "dtu_scan24 dtu 9"; do
+  set -- $sv
+  if [ ! -d data_local/standin/$1/colmap_$3views ]; then
+    mkdir -p data_local/standin && rm -rf data_local/standin/$1
+    cp -rl data_local/slim/$1 data_local/standin/$1
+    q $PY colmap_match.py -s data_local/standin/$1 --n_views $3 --split_protocol $2 --overwrite
+  fi
+done
 find data_local -name database.db -delete
-du -sh --apparent-size data_local/maryrose_gpu data_local/slim data_local/fill
+du -sh --apparent-size data_local/maryrose_gpu data_local/slim data_local/fill data_local/standin
