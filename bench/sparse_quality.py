@@ -50,6 +50,7 @@ sys.path.insert(0, REPO)
 
 from scripts.sparse_benchmark import (  # noqa: E402
     DASH,
+    MASK_VIS_FLAGS,
     REGSEG_FLAGS,
     Run,
     execute,
@@ -77,6 +78,9 @@ DEFAULT_VARIANTS = [
 # on the preset (it needs <scene>/mask_matching/ from python -m mask_matching).
 NAMED_FLAGS = {
     **dict(parse_variant(v) for v in DEFAULT_VARIANTS),
+    "maskvis": ["--init", "sfm", *MASK_VIS_FLAGS],  # the mask-visibility loss alone
+    "maskvis_random": ["--init", "random", *MASK_VIS_FLAGS],
+    "preset_maskvis": ["--sparse_view", *MASK_VIS_FLAGS],
     "regseg": ["--init", "sfm", *REGSEG_FLAGS],
     "regseg_random": ["--init", "random", *REGSEG_FLAGS],
     "preset_regseg": ["--sparse_view", *REGSEG_FLAGS],

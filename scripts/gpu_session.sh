@@ -24,7 +24,10 @@
 #   regseg   issue 14's acceptance: bench/sparse_quality.py on fern and dtu_scan24 (under
 #            REGSEG_DATA, default data_local; each needs mask_matching/), RegSegField's
 #            regularisation on the SfM points, random points and the preset, each against
-#            its base (REGSEG_ARGS: e.g. --jobs 7 --seeds 0 1 2; --jobs 1 for timings)
+#            its base (REGSEG_ARGS: e.g. --jobs 7 --seeds 0 1 2; --jobs 1 for timings;
+#            REGSEG_VARIANTS: e.g. "preset preset_maskvis preset_regseg", the mask-visibility
+#            loss alone and everything; data: REGSEG_DATA=data_local/regseg from
+#            scripts/prepare_gpu_data.sh)
 #   field_speed  bench/feature_field_speed.py: a feature-field step part by part (864x864)
 #   maryrose run_scene.sh on data_local/maryrose_gpu (12 views; colmap_12views made on the
 #            CPU, the GPU machine has no pycolmap), alone on the GPU: issue 17's < 3 min
@@ -85,8 +88,8 @@ print(f'import torch + CUDA context: {time.time() - t:.2f} s')" ;;
     sparse) python3 bench/sparse_quality.py --data data_local --results "$OUT/RESULTS_sparse.md" \
       --json "$OUT/sparse_quality.json" ${SPARSE_ARGS:-} ;;
     regseg) python3 bench/sparse_quality.py --data ${REGSEG_DATA:-data_local} \
-      --scenes fern dtu_scan24 --variants vanilla_sfm regseg vanilla_random regseg_random \
-      preset preset_regseg --results "$OUT/RESULTS_regseg.md" --json "$OUT/regseg.json" \
+      --scenes fern dtu_scan24 --variants ${REGSEG_VARIANTS:-vanilla_sfm regseg vanilla_random \
+      regseg_random preset preset_regseg} --results "$OUT/RESULTS_regseg.md" --json "$OUT/regseg.json" \
       --out output/regseg ${REGSEG_ARGS:-} ;;
     field_speed) python3 bench/feature_field_speed.py ;;
     maryrose) time bash scripts/run_scene.sh data_local/maryrose_gpu -m output/maryrose \

@@ -7,6 +7,8 @@
 #   data_local/fill/{dtu_scan24,fern}  the same with the segment-planar fill (mvs --fill_segments)
 #   data_local/standin/{dtu_scan24,fern}  slim plus the train-only model of the non-test views
 #                                    (17 fern, 9 DTU) that bench/alignment_standin.sh trains from
+#   data_local/regseg/{dtu_scan24,fern}  slim plus mask_matching/ (gpu_session.sh regseg with
+#                                    REGSEG_DATA=data_local/regseg)
 # Carry each as needed (64 MiB a call): run's carry ["data_local/slim", ".whl", ...].
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,5 +45,13 @@ for sv in "fern llff 17" "dtu_scan24 dtu 9"; do
     q $PY colmap_match.py -s data_local/standin/$1 --n_views $3 --split_protocol $2 --overwrite
   fi
 done
+for sv in "fern llff" "dtu_scan24 dtu"; do
+  set -- $sv
+  if [ ! -f data_local/regseg/$1/mask_matching/model.pt ]; then
+    mkdir -p data_local/regseg && rm -rf data_local/regseg/$1
+    cp -rl data_local/slim/$1 data_local/regseg/$1
+    q $PY -m mask_matching -s data_local/regseg/$1 --n_views 3 --split_protocol $2
+  fi
+done
 find data_local -name database.db -delete
-du -sh --apparent-size data_local/maryrose_gpu data_local/slim data_local/fill data_local/standin
+du -sh --apparent-size data_local/maryrose_gpu data_local/slim data_local/fill data_local/standin data_local/regseg

@@ -55,9 +55,9 @@ DEFAULT_CONFIGS = {"vanilla": [], "preset": ["--sparse_view"]}
 # visibility loss (weight 0.05, tau 2), the feature field with the mask refinement, the
 # segment-aware depth TV (0.05) and the warm-up cull (2 views). Off by default: not yet
 # measured against its base (docs/RESULTS.md).
-REGSEG_FLAGS = ["--lambda_mask_vis", "0.05", "--mask_vis_tau", "2", "--feature_field",
-                "--refine_masks", "--lambda_segment_tv", "0.05",
-                "--cull_min_views", "2"]  # fmt: skip
+MASK_VIS_FLAGS = ["--lambda_mask_vis", "0.05", "--mask_vis_tau", "2"]
+REGSEG_FLAGS = [*MASK_VIS_FLAGS, "--feature_field", "--refine_masks", "--lambda_segment_tv",
+                "0.05", "--cull_min_views", "2"]  # fmt: skip
 KNOWN_CONFIGS = {
     **DEFAULT_CONFIGS,
     "regseg": REGSEG_FLAGS,
