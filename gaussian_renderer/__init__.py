@@ -62,8 +62,9 @@ def resolve_backend(backend: str, device: torch.device) -> str:
 
 
 def sh_colors(pc: GaussianModel, camera_center: torch.Tensor) -> torch.Tensor:
-    """View-dependent RGB of every Gaussian in PyTorch ([N, 3], clamped at 0 like 3DGS)."""
-    dirs = torch.nn.functional.normalize(pc.get_xyz - camera_center, dim=-1)
+    """View-dependent RGB of every Gaussian in PyTorch, clamped at 0 like 3DGS: [N, 3] for
+    one camera centre [3], [V, N, 3] for V centres [V, 3] (one broadcast evaluation)."""
+    dirs = torch.nn.functional.normalize(pc.get_xyz - camera_center[..., None, :], dim=-1)
     rgb = eval_sh(pc.active_sh_degree, pc.get_features, dirs)
     return torch.clamp_min(rgb + 0.5, 0.0)
 
@@ -231,10 +232,9 @@ def render_views(
     means_cam = pc.get_xyz @ R.transpose(1, 2) + t[:, None]  # [V, N, 3]
     covs_cam = R[:, None] @ cov_world @ R.transpose(1, 2)[:, None]  # [V, N, 3, 3]
     centers = -(R.transpose(1, 2) @ t[..., None])[..., 0]  # [V, 3] camera centres
-    # sh_colors for all views at once (eval_sh broadcasts): a loop of V evaluations would
-    # launch V times the kernels, which is what a step of the pose optimisation waits on.
-    dirs = torch.nn.functional.normalize(pc.get_xyz - centers[:, None], dim=-1)  # [V, N, 3]
-    colors = torch.clamp_min(eval_sh(pc.active_sh_degree, pc.get_features, dirs) + 0.5, 0.0)
+    # All views in one evaluation: a loop of V would launch V times the kernels, which is
+    # what a step of the pose optimisation waits on.
+    colors = sh_colors(pc, centers)  # [V, N, 3]
     eye = torch.eye(4, device=viewmats.device, dtype=viewmats.dtype)
     img, _, _ = rasterization(
         means=means_cam,
