@@ -130,10 +130,10 @@ def render_pose_opt_set(model_path, iteration, views, gaussians, pipeline, backg
     loss_before, loss_after}]}`` (``R`` camera-to-world and ``T`` as in 3DGS; views in
     render order).
     """
-    from gaussian_renderer.pose_opt import optimize_camera_poses
+    from gaussian_renderer.pose_opt import POSE_BATCH, optimize_camera_poses
 
     start = time.perf_counter()
-    print(f"[pose_opt] {len(views)} test views, {steps} steps, up to 16 views at once")
+    print(f"[pose_opt] {len(views)} test views, {steps} steps, up to {POSE_BATCH} views at once")
     pairs = optimize_camera_poses(list(views), gaussians, pipeline, background, steps, scale,
                                   schedule, backend)  # fmt: skip
     corrected, records = [c for c, _ in pairs], [r for _, r in pairs]

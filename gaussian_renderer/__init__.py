@@ -66,7 +66,8 @@ def sh_colors(pc: GaussianModel, camera_center: torch.Tensor) -> torch.Tensor:
     one camera centre [3], [V, N, 3] for V centres [V, 3] (one broadcast evaluation)."""
     dirs = torch.nn.functional.normalize(pc.get_xyz - camera_center[..., None, :], dim=-1)
     rgb = eval_sh(pc.active_sh_degree, pc.get_features, dirs)
-    return torch.clamp_min(rgb + 0.5, 0.0)
+    # At degree 0 the directions drop out and eval_sh returns [N, 3] for any centres.
+    return torch.clamp_min(rgb + 0.5, 0.0).expand(dirs.shape)
 
 
 def _check_finite(pc: GaussianModel) -> None:
@@ -209,12 +210,16 @@ def render_views(
     """
     backend = resolve_backend(backend, pc.device)
     antialiased = bool(getattr(pipe, "antialiasing", False))
+    R, t = viewmats[:, :3, :3], viewmats[:, :3, 3]  # [V, 3, 3], [V, 3]
+    centers = -(R.transpose(1, 2) @ t[..., None])[..., 0]  # [V, 3] camera centres
+    # All views in one evaluation: a loop of V would launch V times the kernels, which is
+    # what a step of the pose optimisation waits on.
+    colors = sh_colors(pc, centers)  # [V, N, 3]
     if backend == "torch":
         from gaussian_renderer.torch_backend import rasterize
 
         out = []
-        for vm, K in zip(viewmats, Ks):
-            rgb = sh_colors(pc, -vm[:3, :3].T @ vm[:3, 3])
+        for vm, K, rgb in zip(viewmats, Ks, colors):
             img, _, _ = rasterize(
                 pc.get_xyz, pc.params["quats"], pc.get_scaling, pc.get_opacity, rgb, vm, K,
                 width, height, background=bg_color, render_depth=False, antialiased=antialiased,
@@ -226,15 +231,10 @@ def render_views(
     from gaussian_renderer.gsplat_fused import EPS2D, NEAR_PLANE, TILE_SIZE
 
     V, N = len(viewmats), pc.num_gaussians
-    R, t = viewmats[:, :3, :3], viewmats[:, :3, 3]  # [V, 3, 3], [V, 3]
     Q = quat_to_rotmat(pc.params["quats"]) * pc.get_scaling[:, None, :]  # [N, 3, 3]
     cov_world = Q @ Q.transpose(1, 2)  # [N, 3, 3]
     means_cam = pc.get_xyz @ R.transpose(1, 2) + t[:, None]  # [V, N, 3]
     covs_cam = R[:, None] @ cov_world @ R.transpose(1, 2)[:, None]  # [V, N, 3, 3]
-    centers = -(R.transpose(1, 2) @ t[..., None])[..., 0]  # [V, 3] camera centres
-    # All views in one evaluation: a loop of V would launch V times the kernels, which is
-    # what a step of the pose optimisation waits on.
-    colors = sh_colors(pc, centers)  # [V, N, 3]
     eye = torch.eye(4, device=viewmats.device, dtype=viewmats.dtype)
     img, _, _ = rasterization(
         means=means_cam,

@@ -183,6 +183,9 @@ def rotation_angle_deg(R: np.ndarray) -> float:
     return math.degrees(math.acos(float(np.clip((np.trace(R) - 1.0) / 2.0, -1.0, 1.0))))
 
 
+POSE_BATCH = 16  # views of one size optimised together (one batched render a step)
+
+
 def view_losses(images: torch.Tensor, gts: torch.Tensor) -> list[float]:
     """The loss of each view of ``images`` [V, 3, H, W] against ``gts`` (one sync)."""
     per_view = [l1_dssim_loss(im, gt, LAMBDA_DSSIM)[0] for im, gt in zip(images, gts)]
@@ -198,7 +201,7 @@ def optimize_camera_poses(
     scale: float,
     schedule: PoseSchedule | str = "fast",
     backend: str = "auto",
-    batch: int = 16,
+    batch: int = POSE_BATCH,
 ) -> list[tuple[CorrectedCamera, PoseResult]]:
     """Optimise the pose correction of every camera against its ``original_image``.
 
