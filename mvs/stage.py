@@ -44,9 +44,9 @@ from mvs.plane_sweep import (
 )
 from mvs.segment_fill import FillSettings, fill_depth, free_space_violations
 from priors.io import save_json, save_npy
-from priors.masks import load_mask_set
 from scene.colmap_io import read_model
 from scene.errors import SceneError
+from scene.priors import load_masks_prior
 from scene.stage_inputs import (
     SceneViews,
     colmap_command,
@@ -282,12 +282,9 @@ def masks_file(scene_dir: str, name: str) -> str:
 
 
 def view_masks_at(scene_dir: str, name: str, hw: tuple[int, int]) -> np.ndarray:
-    """[S, H, W] bool: ``masks/<stem>.npz`` of one view, resized (nearest) to ``hw``."""
-    masks = load_mask_set(masks_file(scene_dir, name)).masks
-    if masks.shape[1:] != hw and len(masks):
-        t = torch.from_numpy(masks).float()[None]
-        masks = torch.nn.functional.interpolate(t, size=hw, mode="nearest")[0].numpy() > 0.5
-    return masks
+    """[S, H, W] bool: ``masks/<stem>.npz`` of one view at ``hw``, as training reads it
+    (``scene.priors.load_masks_prior``: nearest resize, another aspect ratio refused)."""
+    return load_masks_prior(masks_file(scene_dir, name), *hw)[0].numpy()
 
 
 def segment_fill_points(
