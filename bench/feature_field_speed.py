@@ -44,7 +44,9 @@ from utils.feature_field import (  # noqa: E402
     FieldSettings,
     code_statistics,
     group_loss,
+    group_pairs,
 )
+from utils.mask_visibility import visibility_counts  # noqa: E402
 
 
 def timed(fn, device: torch.device, reps: int) -> float:
@@ -68,6 +70,20 @@ def voronoi_codes(size: int, codes: int, device: torch.device) -> torch.Tensor:
                             indexing="ij")  # fmt: skip
     d = (yy[..., None] - centres[:, 0]) ** 2 + (xx[..., None] - centres[:, 1]) ** 2
     return d.argmin(-1)
+
+
+def scatter_statistics(feat: torch.Tensor, code_index: torch.Tensor, n_codes: int) -> tuple:
+    """``code_statistics`` as it was before session 13: sums by ``index_add`` (a scatter
+    whose atomics contend on CUDA when few codes share many pixels), for comparison."""
+    levels, dim = feat.shape[:2]
+    f = feat.reshape(levels * dim, -1).T  # [P, L*D]
+    idx = code_index.reshape(-1)
+    counts = torch.bincount(idx, minlength=n_codes).to(f.dtype)
+    inv = 1.0 / counts.clamp_min(1.0)
+    mean = f.new_zeros(n_codes, levels * dim).index_add(0, idx, f) * inv[:, None]
+    dev = (f - mean[idx]).abs().view(-1, levels, dim).mean(dim=-1)
+    disp = f.new_zeros(n_codes, levels).index_add(0, idx, dev) * inv[:, None]
+    return mean.view(n_codes, levels, dim), disp, counts
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,23 +134,33 @@ def main(argv: list[str] | None = None) -> int:
     masks = torch.rand(a.codes, 100, generator=g).to(device) < 0.05
     valid = torch.ones(a.codes, dtype=torch.bool, device=device)
 
-    def stats() -> None:
+    pairs = group_pairs(masks, valid, 4)
+
+    def stats(fn=code_statistics) -> None:
         feat = torch.rand(4, 16, s, s, device=device, requires_grad=True)
-        mean, disp, _ = code_statistics(feat, code_index, a.codes)
+        mean, disp, _ = fn(feat, code_index, a.codes)
         (mean.sum() + disp.sum()).backward()
 
     def group() -> None:
         mean = torch.rand(a.codes, 4, 16, device=device, requires_grad=True)
         disp = torch.rand(a.codes, 4, device=device, requires_grad=True)
-        sim, dissim = group_loss(mean, disp, masks, valid)
+        sim, dissim = group_loss(mean, disp, pairs)
         (sim + dissim).backward()
 
     rows.append((f"code statistics, {a.codes} codes", timed(stats, device, a.reps)))
+    rows.append((f"code statistics, {a.codes} codes, by index_add (before)",
+                 timed(lambda: stats(scatter_statistics), device, a.reps)))  # fmt: skip
     rows.append(("group loss", timed(group, device, a.reps)))
+
+    means = model.get_xyz.detach()
+
+    def mask_visibility() -> None:  # the source and 6 target views (the same camera here)
+        visibility_counts(means, cam, dm, [(cam, dm)] * 6)
 
     table = F.normalize(torch.randn(a.codes, 4, 16, generator=g), dim=-1).to(device)
     uncovered = ~masks.any(1, keepdim=True)
     dm = DescriptorMap(cam.image_name, code_index, table, torch.cat([uncovered, masks], 1))
+    rows.append(("mask-visibility counts, 1 + 6 views", timed(mask_visibility, device, a.reps)))
     for topk in (0.2, 1.0):
         settings = FieldSettings(start=0, distill_until=5, until=10, topk=topk)
         field = FeatureField({cam.image_name: dm}, settings)

@@ -28,7 +28,8 @@
 #            REGSEG_VARIANTS: e.g. "preset preset_maskvis preset_regseg", the mask-visibility
 #            loss alone and everything; data: REGSEG_DATA=data_local/regseg from
 #            scripts/prepare_gpu_data.sh)
-#   field_speed  bench/feature_field_speed.py: a feature-field step part by part (864x864)
+#   field_speed  bench/feature_field_speed.py: a feature-field step part by part (864x864;
+#            FIELD_ARGS: e.g. "--n 65000 --size 384 --codes 40", DTU scan24's size)
 #   maryrose run_scene.sh on data_local/maryrose_gpu (12 views; colmap_12views made on the
 #            CPU, the GPU machine has no pycolmap), alone on the GPU: issue 17's < 3 min
 #   pose_opt the preset on data_local/slim/dtu_scan24 (3 views), then render.py
@@ -95,7 +96,7 @@ print(f'import torch + CUDA context: {time.time() - t:.2f} s')" ;;
       --scenes fern dtu_scan24 --variants ${REGSEG_VARIANTS:-vanilla_sfm regseg vanilla_random \
       regseg_random preset preset_regseg} --results "$OUT/RESULTS_regseg.md" --json "$OUT/regseg.json" \
       --out output/regseg ${REGSEG_ARGS:-} ;;
-    field_speed) python3 bench/feature_field_speed.py ;;
+    field_speed) python3 bench/feature_field_speed.py ${FIELD_ARGS:-} ;;
     maryrose) time bash scripts/run_scene.sh data_local/maryrose_gpu -m output/maryrose \
       --n_views 12 --split_protocol llff --iterations 10000 --done colmap_views
       tar czf "$OUT/maryrose_runscene.tgz" -C output maryrose/logs maryrose/results.json \

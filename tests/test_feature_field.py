@@ -35,6 +35,7 @@ from utils.feature_field import (
     distill_loss,
     encoder_loss,
     group_loss,
+    group_pairs,
     level_weights,
 )
 
@@ -74,7 +75,7 @@ def test_group_loss_matches_the_digest_on_a_three_code_hierarchy():
     disp = torch.rand(4, levels, generator=g)
     masks = torch.tensor([[1, 0, 0], [1, 1, 0], [0, 0, 1], [1, 1, 1]], dtype=torch.bool)
     valid = torch.tensor([True, True, True, False])
-    sim, dissim = group_loss(mean, disp, masks, valid)
+    sim, dissim = group_loss(mean, disp, group_pairs(masks, valid, mean.shape[1]))
 
     w = level_weights(levels)
 
@@ -94,13 +95,13 @@ def test_group_loss_pulls_positives_together_and_pushes_negatives_apart():
     valid = torch.ones(3, dtype=torch.bool)
     disp = torch.zeros(3, 1)
     mean = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]], [[1.0, 0.0]]], requires_grad=True)
-    sim, dissim = group_loss(mean, disp, masks, valid)
+    sim, dissim = group_loss(mean, disp, group_pairs(masks, valid, mean.shape[1]))
     (sim + dissim).backward()
     # A moves towards B (positive) and away from C (negative, which sits where A is).
     step = -mean.grad
     assert (step[0, 0] * (mean[1, 0] - mean[0, 0]).detach()).sum() > 0
     assert sim.item() > 0 and dissim.item() > 0
-    none_valid = group_loss(mean, disp, masks, torch.zeros(3, dtype=torch.bool))
+    none_valid = group_loss(mean, disp, group_pairs(masks, torch.zeros(3, dtype=torch.bool), 1))
     assert none_valid[0].item() == 0.0 and none_valid[1].item() == 0.0
 
 
