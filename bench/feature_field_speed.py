@@ -46,7 +46,7 @@ from utils.feature_field import (  # noqa: E402
     group_loss,
     group_pairs,
 )
-from utils.mask_visibility import visibility_counts  # noqa: E402
+from utils.mask_visibility import SourceViews, visibility_counts  # noqa: E402
 
 
 def timed(fn, device: torch.device, reps: int) -> float:
@@ -160,7 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     table = F.normalize(torch.randn(a.codes, 4, 16, generator=g), dim=-1).to(device)
     uncovered = ~masks.any(1, keepdim=True)
     dm = DescriptorMap(cam.image_name, code_index, table, torch.cat([uncovered, masks], 1))
-    rows.append(("mask-visibility counts, 1 + 6 views", timed(mask_visibility, device, a.reps)))
+    rows.append(("mask-visibility counts, 1 + 6 views, one view at a time (reference)",
+                 timed(mask_visibility, device, a.reps)))  # fmt: skip
+    batched = SourceViews(cam, dm, [(cam, dm)] * 6)
+    rows.append(("mask-visibility counts, 1 + 6 views, batched (SourceViews, training's path)",
+                 timed(lambda: batched.counts(means), device, a.reps)))  # fmt: skip
     for topk in (0.2, 1.0):
         settings = FieldSettings(start=0, distill_until=5, until=10, topk=topk)
         field = FeatureField({cam.image_name: dm}, settings)

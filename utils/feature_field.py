@@ -92,18 +92,18 @@ def code_statistics(
     """Per code: mean feature [U, L, D], dispersion [U, L] (mean over its pixels of mean_D
     |F - mu|) and pixel count [U] (float). Codes without pixels get zeros.
 
-    The per-code sums are products with the pixels' one-hot codes rather than
-    ``index_add``: a view has tens of codes for 10^5 pixels, and on CUDA the scatter's
-    atomics into so few rows serialise (23 ms at 864x864 and 90 codes against well under a
-    millisecond for the product, bench/feature_field_speed.py)."""
+    The per-code sums, and the per-pixel copies of the means, are products with the
+    pixels' one-hot codes rather than ``index_add`` and indexing: a view has tens of codes
+    for 10^5 pixels, and on CUDA the atomics of a scatter into so few rows (the forward of
+    ``index_add``, the backward of ``mean[idx]``) serialise (bench/feature_field_speed.py:
+    22.6 ms for the scatter version at 864x864 and 90 codes)."""
     levels, dim = feat.shape[:2]
     f = feat.reshape(levels * dim, -1)  # [C, P]
-    idx = code_index.reshape(-1)
-    onehot = F.one_hot(idx, n_codes).to(f.dtype)  # [P, U]
+    onehot = F.one_hot(code_index.reshape(-1), n_codes).to(f.dtype)  # [P, U]
     counts = onehot.sum(dim=0)  # [U]
     inv = 1.0 / counts.clamp_min(1.0)
     mean = (f @ onehot) * inv  # [C, U]
-    dev = (f - mean[:, idx]).abs().view(levels, dim, -1).mean(dim=1)  # [L, P]
+    dev = (f - mean @ onehot.T).abs().view(levels, dim, -1).mean(dim=1)  # [L, P]
     disp = (dev @ onehot) * inv  # [L, U]
     return mean.T.reshape(n_codes, levels, dim), disp.T, counts
 

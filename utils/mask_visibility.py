@@ -52,7 +52,9 @@ def visibility_counts(
     tol: float = AGREE_TOL,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``count`` [N] int (target views that agree with the source descriptor) and ``seen``
-    [N] bool (the centre projects inside the source view, in front of it)."""
+    [N] bool (the centre projects inside the source view, in front of it).
+
+    The reference, one view at a time; training uses its batched twin ``SourceViews``."""
     uv, z = source.project(means)
     desc, inside = source_map.sample(uv)
     seen = inside & (z > source.znear)
@@ -62,6 +64,82 @@ def visibility_counts(
         desc_t, inside_t = dm.sample(uv_t)
         count += (views_agree(desc, desc_t, tol) & inside_t & (z_t > cam.znear)).int()
     return count, seen
+
+
+class SourceViews:
+    """``visibility_counts`` of one source view, batched over its targets (what training
+    calls every step).
+
+    Two things make it cheaper than the reference loop while giving the same counts:
+    the centres are projected into the source and every target in one batched product
+    and read the code of their pixel from one concatenated index; and two descriptors agree
+    exactly when the codes they are read from agree, so agreement is a table lookup
+    ``agree[t, code in s, code in t]`` (ints per Gaussian instead of L x D floats). The
+    tables are rebuilt when a map's ``table`` is replaced (the mask refinement's refresh).
+    """
+
+    def __init__(
+        self,
+        source,  # Camera
+        source_map: DescriptorMap,
+        targets: list[tuple[object, DescriptorMap]],  # (Camera, its map)
+        tol: float = AGREE_TOL,
+    ) -> None:
+        cams = [source, *(cam for cam, _ in targets)]
+        self.maps = [source_map, *(dm for _, dm in targets)]
+        device = source_map.code_index.device
+        self.rot = torch.stack([c.viewmat[:3, :3] for c in cams]).to(device)  # [V, 3, 3]
+        self.trans = torch.stack([c.viewmat[:3, 3] for c in cams]).to(device)[:, None]  # [V, 1, 3]
+
+        def as_column(values: list) -> torch.Tensor:  # [V, 1]: one value per view
+            return torch.tensor(values, device=device)[:, None]
+
+        self.fx, self.fy = as_column([c.fx for c in cams]), as_column([c.fy for c in cams])
+        self.cx, self.cy = as_column([c.cx for c in cams]), as_column([c.cy for c in cams])
+        self.znear = as_column([c.znear for c in cams])
+        self.height = as_column([dm.size[0] for dm in self.maps])  # [V, 1]
+        self.width = as_column([dm.size[1] for dm in self.maps])
+        self.index = torch.cat([dm.code_index.reshape(-1) for dm in self.maps])  # [sum HW]
+        sizes = torch.tensor([dm.code_index.numel() for dm in self.maps], device=device)
+        self.offset = (torch.cumsum(sizes, 0) - sizes)[:, None]  # [V, 1]
+        self.tol = tol
+        self._tables: tuple[torch.Tensor, ...] = ()
+        self._agree = torch.zeros(0, dtype=torch.bool, device=device)
+
+    def agreement(self) -> torch.Tensor:
+        """[T, U_source, max U_target] bool: code pairs whose descriptors agree."""
+        tables = tuple(dm.table for dm in self.maps)
+        if len(tables) != len(self._tables) or any(
+            a is not b for a, b in zip(tables, self._tables)
+        ):
+            source, rest = tables[0], tables[1:]
+            width = max((t.shape[0] for t in rest), default=0)
+            agree = torch.zeros(len(rest), source.shape[0], width, dtype=torch.bool,
+                                device=source.device)  # fmt: skip
+            for i, t in enumerate(rest):
+                agree[i, :, : t.shape[0]] = views_agree(source[:, None], t[None], self.tol)
+            self._tables, self._agree = tables, agree
+        return self._agree
+
+    @torch.no_grad()
+    def counts(self, means: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``visibility_counts(means, source, source_map, targets, tol)`` ([N] int32 count,
+        [N] bool seen) for world ``means`` [N, 3]."""
+        p = torch.matmul(means[None], self.rot.transpose(1, 2)) + self.trans  # [V, N, 3]
+        z = p[..., 2]
+        zs = z.clamp_min(1e-8)
+        col = torch.floor(self.fx * p[..., 0] / zs + self.cx)
+        row = torch.floor(self.fy * p[..., 1] / zs + self.cy)
+        ok = (col >= 0) & (col < self.width) & (row >= 0) & (row < self.height) & (z > self.znear)
+        col = torch.minimum(col.clamp_min(0), self.width - 1).long()
+        row = torch.minimum(row.clamp_min(0), self.height - 1).long()
+        code = self.index[self.offset + row * self.width + col]  # [V, N]
+        agree = self.agreement()
+        if agree.shape[0] == 0:
+            return torch.zeros_like(code[0], dtype=torch.int32), ok[0]
+        t = torch.arange(agree.shape[0], device=code.device)[:, None]
+        hits = agree[t, code[:1], code[1:]] & ok[1:]  # [T, N]
+        return hits.sum(dim=0, dtype=torch.int32), ok[0]
 
 
 def visibility_penalty(count: torch.Tensor, seen: torch.Tensor, tau: int) -> torch.Tensor:
@@ -86,6 +164,7 @@ class MaskVisibility:
                  tol: float = AGREE_TOL) -> None:  # fmt: skip
         self.maps, self.targets = maps, targets
         self.weight, self.tau, self.start, self.until, self.tol = weight, tau, start, until, tol
+        self._sources: dict[str, SourceViews] = {}  # built on a view's first step
 
     def weight_at(self, step: int) -> float:
         if not (self.start < step < self.until):
@@ -97,10 +176,12 @@ class MaskVisibility:
         is off at ``step`` or the view has no descriptor map."""
         if self.weight_at(step) <= 0 or camera.image_name not in self.maps:
             return None
-        source = self.maps[camera.image_name]
-        targets = [(cam, self.maps[cam.image_name]) for cam in self.targets[camera.image_name]]
-        count, seen = visibility_counts(model.get_xyz.detach(), camera, source, targets,
-                                        self.tol)  # fmt: skip
+        views = self._sources.get(camera.image_name)
+        if views is None:
+            targets = [(cam, self.maps[cam.image_name]) for cam in self.targets[camera.image_name]]
+            views = SourceViews(camera, self.maps[camera.image_name], targets, self.tol)
+            self._sources[camera.image_name] = views
+        count, seen = views.counts(model.get_xyz.detach())
         return visibility_penalty(count, seen, self.tau)[:, None]
 
     @staticmethod
