@@ -8,9 +8,13 @@ the scene, priors, Gaussians, strategy, losses and optimizer as train.py does, r
 iterations with torch.profiler and prints: wall time per iteration, GPU busy time per
 iteration, and the top operators by CPU and by GPU time. If CPU time per iteration exceeds
 GPU time, the loop is launch-bound and only less Python/fewer launches make it faster.
-``--phases`` adds the time of each phase of a step (render, loss, backward, strategy,
-optimizer; with CUDA graphs, render, loss and backward are one phase, "render"): the
-host's time to issue it, and its time with a synchronisation after each phase.
+``--phases`` adds the time of each phase of a step (features: the per-Gaussian channels of
+the mask-visibility term; render; loss, the feature field's pass and terms included;
+backward; strategy; optimizer; after_step: the mask refinement; with CUDA graphs, render,
+loss and backward are one phase, "render"): the host's time to issue it, and its time
+with a synchronisation after each phase. RegSegField's terms (``--lambda_mask_vis``,
+``--feature_field``, ``--refine_masks``) run as in train.py: give a ``--warmup`` past
+their start (the field's group loss: 1200 to 6000 by default).
 Plain 3DGS runs replay their step from CUDA graphs as train.py does (``--cuda_graphs off``
 for the eager step; ``--compare_graphs`` times both in alternating windows).
 """
@@ -26,14 +30,15 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import train  # noqa: E402
+from arguments import apply_sparse_view_preset  # noqa: E402
 from gaussian.optim import build_training_optimizer, means_lr_schedule, set_lr  # noqa: E402
-from gaussian_renderer import gsplat_backend, resolve_backend  # noqa: E402
+from gaussian_renderer import gsplat_backend, render_features_only, resolve_backend  # noqa: E402
 from scene import Scene  # noqa: E402
 from utils.general_utils import pick_device  # noqa: E402
 from utils.loss_utils import fast_ssim, load_fused_ssim  # noqa: E402
 from utils.roi import attach_training_priors  # noqa: E402
 
-PHASES = ("render", "loss", "backward", "strategy", "optimizer")
+PHASES = ("features", "render", "loss", "backward", "strategy", "optimizer", "after_step")
 
 
 def main() -> int:
@@ -53,6 +58,9 @@ def main() -> int:
                         help="also time each phase of a step: host issue time, and with a "
                         "synchronisation after each phase")  # fmt: skip
     args = parser.parse_args()
+    preset = apply_sparse_view_preset(args, sys.argv[1:])  # as train.py
+    if preset:
+        print(f"--sparse_view: {' '.join(preset)}")
     dataset, opt, pipe = (groups[k].extract(args) for k in ("model", "opt", "pipe"))
     method = train.method_args(groups, args)
     speed = groups["speed"].extract(args)
@@ -70,10 +78,13 @@ def main() -> int:
     gaussians = train.initial_gaussians(scene, dataset.sh_degree, device)
     bg = torch.tensor([1.0] * 3 if dataset.white_background else [0.0] * 3, device=device)
     strategy, extra, schedule = train.build_method(scene, opt, dataset, pipe, bg, backend, method)
+    field = None if extra is None else extra.feature_field
+    if field is not None:  # as train.py: the field's parameter, then the optimizer
+        field.add_parameter(gaussians)
+        field.bind(gaussians, lambda c, m, f: render_features_only(c, m, f, backend=backend))
     optimizer = build_training_optimizer(gaussians, opt, scene.cameras_extent, method.densify)
     means_lr = means_lr_schedule(opt, scene.cameras_extent)
     state = strategy.initialize_state(gaussians)
-    render_depth = extra is not None and extra.reads_rendered_depth()
     sparse_adam = opt.optimizer_type == "sparse_adam"
     load_fused_ssim(device)
     phase_s = dict.fromkeys(PHASES, 0.0)
@@ -102,7 +113,13 @@ def main() -> int:
             pkg, _, _ = graphed.step(cam)
             t = mark("render", t, phase_timing)
         else:
-            pkg = train.render_step(cam, gaussians, pipe, bg, backend, render_depth, fused)
+            # the per-Gaussian channels of the terms (mask visibility) and the depth channel
+            # inside the windows of the terms that read it, as train.py
+            features = None if extra is None else extra.render_features(gaussians, cam, it)
+            t = mark("features", t, phase_timing)
+            depth = extra is not None and extra.reads_rendered_depth(it)
+            pkg = train.render_step(cam, gaussians, pipe, bg, backend, depth, fused,
+                                    features=features)  # fmt: skip
             t = mark("render", t, phase_timing)
             strategy.step_pre_backward(pkg, state, it)
             loss, _ = train.compute_losses(pkg, cam, opt, fast_ssim, extra, it, fused)
@@ -114,7 +131,10 @@ def main() -> int:
             t = mark("strategy", t, phase_timing)
             visible = pkg["visibility_filter"] if sparse_adam else None
             train.optimizer_step(optimizer, visible, it, schedule)
-            mark("optimizer", t, phase_timing)
+            t = mark("optimizer", t, phase_timing)
+            if extra is not None:  # the mask refinement's step
+                extra.after_step(it)
+            mark("after_step", t, phase_timing)
 
     for it in range(1, args.warmup + 1):
         iteration(it)

@@ -28,6 +28,9 @@
 #            REGSEG_VARIANTS: e.g. "preset preset_maskvis preset_regseg", the mask-visibility
 #            loss alone and everything; data: REGSEG_DATA=data_local/regseg from
 #            scripts/prepare_gpu_data.sh)
+#   profile_regseg  bench/profile_step.py --phases on scan24 (REGSEG_DATA) at iteration 3000,
+#            inside every window of RegSegField's terms: the preset with them (REGSEG_FLAGS),
+#            then the preset alone with and without CUDA graphs: where the 8.8x goes
 #   field_speed  bench/feature_field_speed.py: a feature-field step part by part (864x864;
 #            FIELD_ARGS: e.g. "--n 65000 --size 384 --codes 40", DTU scan24's size)
 #   maryrose run_scene.sh on data_local/maryrose_gpu (12 views; colmap_12views made on the
@@ -97,6 +100,11 @@ print(f'import torch + CUDA context: {time.time() - t:.2f} s')" ;;
       regseg_random preset preset_regseg} --results "$OUT/RESULTS_regseg.md" --json "$OUT/regseg.json" \
       --out output/regseg ${REGSEG_ARGS:-} ;;
     field_speed) python3 bench/feature_field_speed.py ${FIELD_ARGS:-} ;;
+    profile_regseg) B="-s ${REGSEG_DATA:-data_local}/dtu_scan24 --eval --n_views 3 --split_protocol dtu \
+        --sparse_view --warmup 3000 --steps 100 --phases --rows 30"
+      python3 bench/profile_step.py $B $(python3 -c "from scripts.sparse_benchmark import \
+REGSEG_FLAGS; print(' '.join(REGSEG_FLAGS))")
+      python3 bench/profile_step.py $B --compare_graphs --rows 10 ;;
     maryrose) time bash scripts/run_scene.sh data_local/maryrose_gpu -m output/maryrose \
       --n_views 12 --split_protocol llff --iterations 10000 --done colmap_views
       tar czf "$OUT/maryrose_runscene.tgz" -C output maryrose/logs maryrose/results.json \
