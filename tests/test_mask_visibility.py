@@ -13,6 +13,7 @@ import torch
 import train as train_script
 from mask_matching.maps import DescriptorMap
 from scene.cameras import Camera
+from tests.conftest import requires_cuda
 from tests.test_sparse_view import common, final_ply, tiny_scene  # noqa: F401 (fixture)
 from utils.mask_visibility import (
     MaskVisibility,
@@ -120,7 +121,9 @@ def test_training_with_mask_visibility(tiny_scene, tmp_path, capsys):  # noqa: F
         shutil.rmtree(os.path.join(tiny_scene, "mask_matching"))
 
 
-def test_the_batched_counts_equal_the_reference_and_follow_a_table_refresh():
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu,
+                                                                     requires_cuda])])  # fmt: skip
+def test_the_batched_counts_equal_the_reference_and_follow_a_table_refresh(device):
     """SourceViews (training's path) against visibility_counts, on three views of different
     sizes with random block-segment maps whose codes 0-2 carry the same descriptors in every
     view; then one view's table is replaced, as the mask refinement does."""
@@ -130,20 +133,21 @@ def test_the_batched_counts_equal_the_reference_and_follow_a_table_refresh():
     cams, maps = [], {}
     for i, (h, w) in enumerate([(H, W), (H + 4, W - 6), (H - 2, W + 3)]):
         cam = Camera(i, f"v{i}.png", np.eye(3), np.array([0.3 * i - 0.3, 0.1 * i, 0.0]), F, F,
-                     w / 2, h / 2, w, h)  # fmt: skip
+                     w / 2, h / 2, w, h, device=device)  # fmt: skip
         blocks = torch.randint(0, 5, (h // 6 + 1, w // 6 + 1), generator=g)
         code = blocks.repeat_interleave(6, 0).repeat_interleave(6, 1)[:h, :w].contiguous()
         table = torch.cat([shared, normal(torch.randn(2, 2, 3, generator=g), dim=-1)])
         cams.append(cam)
-        maps[cam.image_name] = DescriptorMap(cam.image_name, code, table)
+        maps[cam.image_name] = DescriptorMap(cam.image_name, code, table).to(device)
     means = torch.randn(4000, 3, generator=g) * torch.tensor([1.5, 1.0, 0.5])
     means[:, 2] += 2.5
+    means = means.to(device)
     source, targets = cams[0], [(c, maps[c.image_name]) for c in cams[1:]]
     views = SourceViews(source, maps["v0.png"], targets)
     want = visibility_counts(means, source, maps["v0.png"], targets)
     got = views.counts(means)
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
     assert 0 < (want[0] > 0).sum() < want[1].sum()  # some agree, not all
-    maps["v1.png"].table = normal(torch.randn(5, 2, 3, generator=g), dim=-1)
+    maps["v1.png"].table = normal(torch.randn(5, 2, 3, generator=g), dim=-1).to(device)
     want = visibility_counts(means, source, maps["v0.png"], targets)
     assert torch.equal(views.counts(means)[0], want[0])
