@@ -46,7 +46,7 @@ from utils.feature_field import (  # noqa: E402
     group_loss,
     group_pairs,
 )
-from utils.mask_visibility import SourceViews, visibility_counts  # noqa: E402
+from utils.mask_visibility import CodeAtlas, SourceViews, visibility_counts  # noqa: E402
 
 
 def timed(fn, device: torch.device, reps: int) -> float:
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     dm = DescriptorMap(cam.image_name, code_index, table, torch.cat([uncovered, masks], 1))
     rows.append(("mask-visibility counts, 1 + 6 views, one view at a time (reference)",
                  timed(mask_visibility, device, a.reps)))  # fmt: skip
-    batched = SourceViews(cam, dm, [(cam, dm)] * 6)
+    batched = SourceViews(cam, [cam] * 6, {cam.image_name: dm}, CodeAtlas({cam.image_name: dm}))
     rows.append(("mask-visibility counts, 1 + 6 views, batched (SourceViews, training's path)",
                  timed(lambda: batched.counts(means), device, a.reps)))  # fmt: skip
     for topk in (0.2, 1.0):

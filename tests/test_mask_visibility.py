@@ -16,6 +16,7 @@ from scene.cameras import Camera
 from tests.conftest import requires_cuda
 from tests.test_sparse_view import common, final_ply, tiny_scene  # noqa: F401 (fixture)
 from utils.mask_visibility import (
+    CodeAtlas,
     MaskVisibility,
     SourceViews,
     ramp,
@@ -143,7 +144,7 @@ def test_the_batched_counts_equal_the_reference_and_follow_a_table_refresh(devic
     means[:, 2] += 2.5
     means = means.to(device)
     source, targets = cams[0], [(c, maps[c.image_name]) for c in cams[1:]]
-    views = SourceViews(source, maps["v0.png"], targets)
+    views = SourceViews(source, cams[1:], maps, CodeAtlas(maps))
     want = visibility_counts(means, source, maps["v0.png"], targets)
     # Equal on the CPU; on CUDA the batched product may round a centre that sits on a pixel
     # border the other way, so a few in 10^3 may differ there.

@@ -66,28 +66,42 @@ def visibility_counts(
     return count, seen
 
 
+class CodeAtlas:
+    """Every training view's code index in one flat int32 tensor, so that one gather reads
+    the codes of a source view and all its targets (built once: the refinement changes
+    the descriptor tables, never the codes)."""
+
+    def __init__(self, maps: dict[str, DescriptorMap]) -> None:
+        names = list(maps)
+        flat = [maps[n].code_index.reshape(-1).to(torch.int32) for n in names]
+        self.index = torch.cat(flat) if flat else torch.zeros(0, dtype=torch.int32)  # [sum HW]
+        sizes = [f.numel() for f in flat]
+        self.start = dict(zip(names, np.cumsum([0, *sizes[:-1]]).tolist()))
+
+
 class SourceViews:
     """``visibility_counts`` of one source view, batched over its targets (what training
     calls every step).
 
     Two things make it cheaper than the reference loop while giving the same counts:
     the centres are projected into the source and every target in one batched product
-    and read the code of their pixel from one concatenated index; and two descriptors agree
-    exactly when the codes they are read from agree, so agreement is a table lookup
-    ``agree[t, code in s, code in t]`` (ints per Gaussian instead of L x D floats). The
+    and read the code of their pixel from the atlas in one gather; and two descriptors
+    agree exactly when the codes they are read from agree, so agreement is a table lookup
+    ``agree[t, code in s, code in t]`` (an int per Gaussian instead of L x D floats). The
     tables are rebuilt when a map's ``table`` is replaced (the mask refinement's refresh).
     """
 
     def __init__(
         self,
         source,  # Camera
-        source_map: DescriptorMap,
-        targets: list[tuple[object, DescriptorMap]],  # (Camera, its map)
+        targets: list,  # Cameras
+        maps: dict[str, DescriptorMap],  # image name -> map, every view above
+        atlas: CodeAtlas,  # of ``maps``
         tol: float = AGREE_TOL,
     ) -> None:
-        cams = [source, *(cam for cam, _ in targets)]
-        self.maps = [source_map, *(dm for _, dm in targets)]
-        device = source_map.code_index.device
+        cams = [source, *targets]
+        self.maps = [maps[c.image_name] for c in cams]
+        device = self.maps[0].code_index.device
         self.rot = torch.stack([c.viewmat[:3, :3] for c in cams]).to(device)  # [V, 3, 3]
         self.trans = torch.stack([c.viewmat[:3, 3] for c in cams]).to(device)[:, None]  # [V, 1, 3]
 
@@ -97,11 +111,10 @@ class SourceViews:
         self.fx, self.fy = as_column([c.fx for c in cams]), as_column([c.fy for c in cams])
         self.cx, self.cy = as_column([c.cx for c in cams]), as_column([c.cy for c in cams])
         self.znear = as_column([c.znear for c in cams])
-        self.height = as_column([dm.size[0] for dm in self.maps])  # [V, 1]
+        self.height = as_column([dm.size[0] for dm in self.maps])
         self.width = as_column([dm.size[1] for dm in self.maps])
-        self.index = torch.cat([dm.code_index.reshape(-1) for dm in self.maps])  # [sum HW]
-        sizes = torch.tensor([dm.code_index.numel() for dm in self.maps], device=device)
-        self.offset = (torch.cumsum(sizes, 0) - sizes)[:, None]  # [V, 1]
+        self.offset = as_column([atlas.start[c.image_name] for c in cams])
+        self.index = atlas.index.to(device)  # no copy when it is there already
         self.tol = tol
         self._tables: tuple[torch.Tensor, ...] = ()
         self._agree = torch.zeros(0, dtype=torch.bool, device=device)
@@ -109,9 +122,7 @@ class SourceViews:
     def agreement(self) -> torch.Tensor:
         """[T, U_source, max U_target] bool: code pairs whose descriptors agree."""
         tables = tuple(dm.table for dm in self.maps)
-        if len(tables) != len(self._tables) or any(
-            a is not b for a, b in zip(tables, self._tables)
-        ):
+        if any(a is not b for a, b in zip(tables, self._tables)) or not self._tables:
             source, rest = tables[0], tables[1:]
             width = max((t.shape[0] for t in rest), default=0)
             agree = torch.zeros(len(rest), source.shape[0], width, dtype=torch.bool,
@@ -123,8 +134,8 @@ class SourceViews:
 
     @torch.no_grad()
     def counts(self, means: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``visibility_counts(means, source, source_map, targets, tol)`` ([N] int32 count,
-        [N] bool seen) for world ``means`` [N, 3]."""
+        """``visibility_counts`` of the source and its targets ([N] int32 count, [N] bool
+        seen) for world ``means`` [N, 3]."""
         p = torch.matmul(means[None], self.rot.transpose(1, 2)) + self.trans  # [V, N, 3]
         z = p[..., 2]
         zs = z.clamp_min(1e-8)
@@ -133,7 +144,7 @@ class SourceViews:
         ok = (col >= 0) & (col < self.width) & (row >= 0) & (row < self.height) & (z > self.znear)
         col = torch.minimum(col.clamp_min(0), self.width - 1).long()
         row = torch.minimum(row.clamp_min(0), self.height - 1).long()
-        code = self.index[self.offset + row * self.width + col]  # [V, N]
+        code = self.index[self.offset + row * self.width + col].long()  # [V, N]
         agree = self.agreement()
         if agree.shape[0] == 0:
             return torch.zeros_like(code[0], dtype=torch.int32), ok[0]
@@ -164,6 +175,7 @@ class MaskVisibility:
                  tol: float = AGREE_TOL) -> None:  # fmt: skip
         self.maps, self.targets = maps, targets
         self.weight, self.tau, self.start, self.until, self.tol = weight, tau, start, until, tol
+        self._atlas = CodeAtlas(maps)
         self._sources: dict[str, SourceViews] = {}  # built on a view's first step
 
     def weight_at(self, step: int) -> float:
@@ -178,8 +190,8 @@ class MaskVisibility:
             return None
         views = self._sources.get(camera.image_name)
         if views is None:
-            targets = [(cam, self.maps[cam.image_name]) for cam in self.targets[camera.image_name]]
-            views = SourceViews(camera, self.maps[camera.image_name], targets, self.tol)
+            targets = self.targets[camera.image_name]
+            views = SourceViews(camera, targets, self.maps, self._atlas, self.tol)
             self._sources[camera.image_name] = views
         count, seen = views.counts(model.get_xyz.detach())
         return visibility_penalty(count, seen, self.tau)[:, None]
