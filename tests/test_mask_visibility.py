@@ -159,3 +159,27 @@ def test_the_batched_counts_equal_the_reference_and_follow_a_table_refresh(devic
     maps["v1.png"].table = normal(torch.randn(5, 2, 3, generator=g), dim=-1).to(device)
     want = visibility_counts(means, source, maps["v0.png"], targets)
     assert same(views.counts(means)[0], want[0])
+
+
+def test_profile_step_runs_the_mask_visibility_term(tiny_scene, monkeypatch, capsys):  # noqa: F811
+    """bench/profile_step.py with the term on (a CPU smoke run, so that a GPU call does not
+    find it broken): the term's own phase is timed and the loop finishes."""
+    import sys
+
+    from bench import profile_step
+
+    split = json.load(open(os.path.join(tiny_scene, "split.json")))
+    _write_constant_maps(tiny_scene, split["train"])
+    argv = ["-s", tiny_scene, "--split_protocol", "custom", "--backend", "torch",
+            "--data_device", "cpu", "--lambda_mask_vis", "0.05", "--mask_vis_from", "0",
+            "--warmup", "3", "--steps", "2", "--phases", "--rows", "2"]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", ["profile_step.py", *argv])
+    try:
+        assert profile_step.main() == 0
+    finally:
+        import shutil
+
+        shutil.rmtree(os.path.join(tiny_scene, "mask_matching"))
+    out = capsys.readouterr().out
+    assert "Mask visibility: weight 0.05" in out
+    assert "features" in out and "after_step" in out
