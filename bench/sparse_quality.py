@@ -25,8 +25,11 @@ Each (scene, variant, seed) is train.py -s <scene> -m <out>/<scene>/<variant>/s<
 --seed S --quiet <flags>, then render.py --skip_train and metrics.py; each stage logs to
 <stage>.log in the model folder. A run whose results.json exists is not run again
 (--overwrite: it is), so a run cut short can go on. --jobs K trains K processes at once on
-the one GPU (a 3-view run leaves it mostly idle): less device time, but the timings are then
-not those of a run alone (the table header says so).
+the one GPU: less device time, but the timings are then not those of a run alone (the
+table header says so). Processes take turns on the GPU, so the gain is modest (H100,
+session 13: scan24's preset, 16 s alone, took 87-101 s each with 9 at a time, 1.45x the
+throughput; the preset with RegSegField's terms, 106 s alone, 158 s each with 2 at a
+time, 1.34x): size a call by the runs' times alone.
 
 Prints one line per finished run and a markdown table (rows scene x variant: PSNR, SSIM,
 LPIPS when metrics.py had its weights, mean (min-max) over seeds; train.py wall time and
