@@ -32,7 +32,7 @@ import functools
 import torch
 
 from gaussian.model import GaussianModel
-from utils.graphics_utils import quat_to_rotmat
+from utils.graphics_utils import covariance_from_scale_rot
 from utils.sh_utils import eval_sh
 
 BACKENDS = ("auto", "gsplat", "torch")
@@ -129,8 +129,6 @@ def render(
     opacities = pc.get_opacity if opacity_gain is None else pc.get_opacity * opacity_gain
     covars = None
     if getattr(pipe, "compute_cov3D_python", False):
-        from utils.graphics_utils import covariance_from_scale_rot
-
         covars = covariance_from_scale_rot(scales, pc.params["quats"])
 
     if backend == "torch":
@@ -231,8 +229,7 @@ def render_views(
     from gaussian_renderer.gsplat_fused import EPS2D, NEAR_PLANE, TILE_SIZE
 
     V, N = len(viewmats), pc.num_gaussians
-    Q = quat_to_rotmat(pc.params["quats"]) * pc.get_scaling[:, None, :]  # [N, 3, 3]
-    cov_world = Q @ Q.transpose(1, 2)  # [N, 3, 3]
+    cov_world = covariance_from_scale_rot(pc.get_scaling, pc.params["quats"])  # [N, 3, 3]
     means_cam = pc.get_xyz @ R.transpose(1, 2) + t[:, None]  # [V, N, 3]
     covs_cam = R[:, None] @ cov_world @ R.transpose(1, 2)[:, None]  # [V, N, 3, 3]
     eye = torch.eye(4, device=viewmats.device, dtype=viewmats.dtype)

@@ -53,8 +53,8 @@ DTU_SCANS = [8, 21, 30, 31, 34, 38, 40, 41, 45, 55, 63, 82, 103, 110, 114]
 DEFAULT_CONFIGS = {"vanilla": [], "preset": ["--sparse_view"]}
 # RegSegField's regularisation with its DTU 3-view settings (seeds digest 1.8): the mask-
 # visibility loss (weight 0.05, tau 2), the feature field with the mask refinement, the
-# segment-aware depth TV (0.05) and the warm-up cull (2 views). Off by default: not yet
-# measured against its base (docs/RESULTS.md).
+# segment-aware depth TV (0.05) and the warm-up cull (2 views). Off by default: on the
+# preset it gained nothing beyond the seeds' spread (docs/RESULTS.md, session 13).
 MASK_VIS_FLAGS = ["--lambda_mask_vis", "0.05", "--mask_vis_tau", "2"]
 REGSEG_FLAGS = [*MASK_VIS_FLAGS, "--feature_field", "--refine_masks", "--lambda_segment_tv",
                 "0.05", "--cull_min_views", "2"]  # fmt: skip
