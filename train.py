@@ -222,7 +222,7 @@ def cuda_graph_blocker(speed, backend: str, pipe, opt, extra_losses, ssim_fn, op
         "--cuda_graphs off": lambda: speed.cuda_graphs == "off",
         "--autograd_nodes stages": lambda: speed.autograd_nodes != "fused",
         f"the {backend} backend": lambda: backend != "gsplat",
-        "extra loss terms": lambda: extra_losses is not None,
+        "extra loss terms": lambda: extra_losses is not None and not extra_losses.graphable,
         "--ssim_impl torch": lambda: ssim_fn is not fast_ssim,
         "fused SSIM unavailable": lambda: load_fused_ssim(gaussians.device) is None,
         "not 3DGS's Adam": lambda: (
@@ -412,8 +412,10 @@ def training(
             drop.set_iteration(iteration)
 
         frozen = field is not None and field.geometry_frozen(iteration)
-        # The first step runs eagerly: it loads every kernel the graphs will record.
-        if graphed is not None and iteration > first_iter and not pipe.debug:
+        # The first step runs eagerly: it loads every kernel the graphs will record. So do
+        # the steps where an extra term acts (the binocular term's every N-th).
+        plain = extra_losses is None or extra_losses.plain_step(iteration)
+        if graphed is not None and iteration > first_iter and not pipe.debug and plain:
             render_pkg, loss, terms = graphed.step(camera, bg if opt.random_background else None)
         elif frozen:  # only the feature field trains: no RGB render, no densification
             render_pkg = None
@@ -782,6 +784,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--opacity_decay {args.opacity_decay}: give a factor in (0, 1] (1: off)")
     if args.lambda_binocular < 0 or args.binocular_shift < 0:
         parser.error("--lambda_binocular and --binocular_shift must be >= 0")
+    if args.binocular_every < 1:
+        parser.error(f"--binocular_every {args.binocular_every}: give an interval >= 1")
     if not args.feature_field and (args.refine_masks or args.train_rgb_until >= 0):
         parser.error("--refine_masks and --train_rgb_until act on the feature field: "
                      "add --feature_field")  # fmt: skip

@@ -190,6 +190,9 @@ class SparseRegParams(ParamGroup):
         "binocular_shift": "largest sideways shift of the binocular term, as a fraction "
         "of the median depth of the initial points in the training views",
         "binocular_from": "first iteration of the binocular term",
+        "binocular_every": "take the binocular term at every N-th iteration from "
+        "--binocular_from (1: every one, as published); the iterations between run plain "
+        "3DGS's step, from CUDA graphs where the run allows them",
         "opacity_decay": "multiply every opacity by this after each optimizer step while "
         "densifying (Binocular3DGS's opacity decay; 1: off): Gaussians that the images do "
         "not keep up fade and are pruned",
@@ -205,6 +208,7 @@ class SparseRegParams(ParamGroup):
         self.lambda_binocular = 0.0
         self.binocular_shift = 0.05
         self.binocular_from = 1000
+        self.binocular_every = 1
         self.opacity_decay = 1.0
         self.sparse_view = False
         super().__init__(parser, "Sparse-view Regularisation Parameters", sentinel)

@@ -15,6 +15,7 @@ from gaussian_renderer import render
 from scene.cameras import Camera
 from tests.test_sparse_view import common, final_ply, tiny_scene  # noqa: F401 (fixture)
 from utils.binocular import (
+    BinocularConsistency,
     binocular_loss,
     median_view_depth,
     shifted_camera,
@@ -98,8 +99,6 @@ def test_binocular_term_reaches_geometry_through_depth(tiny_scene):  # noqa: F81
     """One term on a real render: finite, and with a gradient on the means."""
     from types import SimpleNamespace
 
-    from utils.binocular import BinocularConsistency
-
     torch.manual_seed(0)
     model = GaussianModel.from_points(torch.randn(200, 3) * 0.3, torch.rand(200, 3), 0)
     cam = Camera(0, "a.png", np.eye(3), np.array([0.0, 0.0, 3.0]), 40, 40, 20, 15, 40, 30,
@@ -113,3 +112,22 @@ def test_binocular_term_reaches_geometry_through_depth(tiny_scene):  # noqa: F81
     value = term.term(pkg, cam)
     value.backward()
     assert torch.isfinite(value.detach()) and model.params["means"].grad.abs().sum() > 0
+
+
+def test_binocular_every_n_iterations_and_the_plain_steps_between():
+    """--binocular_every: the term acts at start, start + N, ...; the steps between are
+    plain 3DGS steps (which train.py replays from CUDA graphs), unless another term acts."""
+    from utils.extra_losses import ExtraLosses
+
+    term = BinocularConsistency(0.1, start=10, every=3)
+    assert [i for i in range(8, 21) if term.due(i)] == [10, 13, 16, 19]
+    assert not term.active(10)  # not yet bound to a renderer
+    term.bind(lambda camera: None)
+    assert term.active(13) and not term.active(14)
+    only = ExtraLosses(lambda_binocular=0.5, binocular=term)
+    assert only.graphable
+    assert [i for i in range(8, 15) if only.plain_step(i)] == [8, 9, 11, 12, 14]
+    assert only.reads_rendered_depth(13) and not only.reads_rendered_depth(14)
+    with_depth = ExtraLosses(lambda_binocular=0.5, binocular=term, lambda_depth_l1=0.1)
+    assert not with_depth.graphable and not with_depth.plain_step(11)
+    assert not ExtraLosses(lambda_lpdr=0.1).graphable

@@ -182,3 +182,31 @@ def test_graphed_step_with_dropgaussian_matches_eager():
     assert not torch.equal(masks[0], masks[1])
     dropped = 1.0 - torch.stack(masks).float().mean().item()
     assert abs(dropped - 0.3) < 0.02, dropped
+
+
+def test_graphs_replay_the_steps_between_binocular_steps(tmp_path, capsys):
+    """--binocular_every 2: the loop alternates graph steps and eager binocular steps on
+    one set of parameters and one optimizer; the run keeps its graphs and trains as well
+    as the all-eager run (one run each: the rasterizer's atomics make runs differ)."""
+    import re
+
+    import train as train_script
+    from scripts.make_demo_scene import make_demo_scene
+
+    scene = str(tmp_path / "scene")
+    make_demo_scene(scene, width=160, height=120, n_train=4, n_test=2, n_points=3000,
+                    supersample=1, progress=False)  # fmt: skip
+    psnr = {}
+    for mode in ("auto", "off"):
+        model = str(tmp_path / mode)
+        args = ["-s", scene, "-m", model, "--split_protocol", "custom", "--iterations", "1000",
+                "--test_iterations", "1000", "--save_iterations", "1000", "--lambda_binocular",
+                "0.5", "--binocular_from", "200", "--binocular_every", "2", "--cuda_graphs",
+                mode, "--quiet"]  # fmt: skip
+        assert train_script.main(args) == 0
+        out = capsys.readouterr().out
+        assert ("CUDA graphs: on" in out) == (mode == "auto"), out
+        summary = json.load(open(f"{model}/training_summary.json"))
+        assert ("graph_captures_project" in summary) == (mode == "auto")
+        psnr[mode] = float(re.search(r"Evaluating test: L1 \S+ PSNR (\S+)", out)[1])
+    assert abs(psnr["auto"] - psnr["off"]) < 1.0, psnr

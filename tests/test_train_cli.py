@@ -103,6 +103,8 @@ def test_cuda_graph_blocker_names_the_first_reason():
 
     from gaussian.model import GaussianModel
     from gaussian.strategy.default import DefaultStrategy
+    from utils.binocular import BinocularConsistency
+    from utils.extra_losses import ExtraLosses
     from utils.loss_utils import fast_ssim, ssim
 
     model = GaussianModel.from_points(torch.rand(8, 3), torch.rand(8, 3))
@@ -117,5 +119,8 @@ def test_cuda_graph_blocker_names_the_first_reason():
     assert reason(cuda_graphs="off") == "--cuda_graphs off"
     assert reason(nodes="stages") == "--autograd_nodes stages"
     assert reason(backend="torch", ssim_fn=fast_ssim) == "the torch backend"
-    assert reason(extra=object()) == "extra loss terms"
+    assert reason(extra=ExtraLosses(lambda_lpdr=0.1)) == "extra loss terms"
+    # The binocular term alone leaves its off-iterations to the graphs.
+    bino = ExtraLosses(lambda_binocular=0.5, binocular=BinocularConsistency(0.1, every=2))
+    assert reason(extra=bino) == "--ssim_impl torch"
     assert reason() == "--ssim_impl torch"

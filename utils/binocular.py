@@ -90,15 +90,17 @@ class BinocularConsistency:
     Args:
         max_shift: shifts are uniform in [-max_shift, max_shift] (world units).
         start: first iteration with the term.
+        every: the term acts at ``start``, ``start + every``, ... (1: at every iteration).
         seed: seeds the shift draws (host generator: the shift is a host number anyway,
             the virtual camera's matrices are built from it).
         lambda_dssim: the D-SSIM weight of the term.
     """
 
     def __init__(self, max_shift: float, start: int = 0, seed: int = 0,
-                 lambda_dssim: float = 0.2) -> None:  # fmt: skip
+                 lambda_dssim: float = 0.2, every: int = 1) -> None:  # fmt: skip
         self.max_shift = float(max_shift)
         self.start = int(start)
+        self.every = int(every)
         self.lambda_dssim = lambda_dssim
         self._rng = np.random.default_rng(seed)
         self._render: Callable | None = None
@@ -107,8 +109,16 @@ class BinocularConsistency:
         """``render_fn(camera) -> render dict`` of the current Gaussians (set by train.py)."""
         self._render = render_fn
 
+    def due(self, iteration: int) -> bool:
+        """Whether the term acts at ``iteration`` (once bound to a renderer)."""
+        return (
+            iteration >= self.start
+            and (iteration - self.start) % self.every == 0
+            and self.max_shift > 0
+        )
+
     def active(self, iteration: int) -> bool:
-        return self._render is not None and iteration >= self.start and self.max_shift > 0
+        return self._render is not None and self.due(iteration)
 
     def term(self, render_pkg: dict, camera) -> torch.Tensor:
         shift = float(self._rng.uniform(-self.max_shift, self.max_shift))
@@ -139,8 +149,10 @@ def build_binocular(reg, scene, seed: int = 0, lambda_dssim: float = 0.2):
         return None
     points = torch.as_tensor(scene.point_cloud.points, dtype=torch.float32)
     scale = median_view_depth(points, scene.getTrainCameras())
+    every = getattr(reg, "binocular_every", 1)
     term = BinocularConsistency(reg.binocular_shift * scale, reg.binocular_from, seed,
-                                lambda_dssim)  # fmt: skip
+                                lambda_dssim, every)  # fmt: skip
     print(f"Binocular consistency: weight {reg.lambda_binocular}, shifts up to "
-          f"{term.max_shift:.4g} (median view depth {scale:.4g})")  # fmt: skip
+          f"{term.max_shift:.4g} (median view depth {scale:.4g}), every {every} "
+          f"iteration(s) from {term.start}")  # fmt: skip
     return term

@@ -90,12 +90,29 @@ class ExtraLosses:
             (self.lambda_depth_ssi > 0 and within(self.depth_ssi_window))
             or (self.lambda_depth_pearson > 0 and within(self.depth_pearson_window))
             or (self.lambda_depth_l1 > 0 and within(self.depth_l1_window))
-            or (
-                self.binocular is not None
-                and (iteration is None or iteration >= self.binocular.start)
-            )
+            or (self.binocular is not None and (iteration is None or self.binocular.due(iteration)))
             or (self.lambda_segment_tv > 0 and within(self.segment_tv_window))
         )
+
+    @property
+    def graphable(self) -> bool:
+        """Whether the binocular term is the only term: then the iterations where it does
+        not act (``plain_step``) are plain 3DGS steps, which CUDA graphs can replay."""
+        others = (
+            self.roi_focus_after is not None,
+            self.lambda_lpdr > 0,
+            self.lambda_depth_ssi > 0,
+            self.lambda_depth_pearson > 0,
+            self.lambda_depth_l1 > 0,
+            self.mask_vis is not None,
+            self.feature_field is not None,
+            self.lambda_segment_tv > 0,
+        )
+        return self.binocular is not None and not any(others)
+
+    def plain_step(self, iteration: int) -> bool:
+        """Whether no term acts at ``iteration`` (only when ``graphable``)."""
+        return self.graphable and not (self.binocular is not None and self.binocular.due(iteration))
 
     def after_step(self, iteration: int) -> None:
         """Work after the optimizer step: the feature field's mask refinement."""
