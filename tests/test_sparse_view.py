@@ -201,15 +201,20 @@ def test_depth_l1_on_mvs_depth_trains(tiny_scene, tmp_path):
 def test_sparse_view_preset_fills_only_unset_flags(monkeypatch):
     import arguments
 
-    args = Namespace(sparse_view=True, init="auto", iterations=1234, densify_until_iter=15000)
+    args = Namespace(sparse_view=True, init="auto", iterations=1234, densify_until_iter=15000,
+                     lambda_binocular=0.0, binocular_every=1)  # fmt: skip
     assert apply_sparse_view_preset(args, ["--sparse_view"]) == [
         "--init dense",
         "--densify_until_iter 0",
+        "--lambda_binocular 0.5",
+        "--binocular_every 2",
     ]
     assert args.init == SPARSE_VIEW_PRESET["init"] == "dense"
     assert args.densify_until_iter == 0
-    given = Namespace(sparse_view=True, init="sfm", iterations=1234, densify_until_iter=15000)
-    argv = ["--sparse_view", "--init=sfm", "--densify_until_iter", "15000"]
+    given = Namespace(sparse_view=True, init="sfm", iterations=1234, densify_until_iter=15000,
+                      lambda_binocular=0.0, binocular_every=1)  # fmt: skip
+    argv = ["--sparse_view", "--init=sfm", "--densify_until_iter", "15000",
+            "--lambda_binocular", "0", "--binocular_every=1"]  # fmt: skip
     assert apply_sparse_view_preset(given, argv) == []
     assert given.init == "sfm" and given.densify_until_iter == 15000  # the command line wins
     # Values may be functions of the parsed arguments (e.g. a schedule over --iterations).
