@@ -37,9 +37,10 @@ of its inputs (the images, and the outputs of the stages it reads); touching an 
 re-running an upstream stage) re-runs what depends on it. Each stage logs to
 ``<model>/logs/<stage>.log``; the first failure stops the run with the stage's name and
 its log. With ``--jobs K`` (default 3 where an NVIDIA GPU is, else 1) up to K stages whose
-inputs are ready run at once: masks beside the stereo, mask matching beside the alignment
-and the 2D features, segmentation beside rendering. A scene folder that cannot be
-written (e.g. a read-only data set) is copied to ``--work`` first.
+inputs are ready run at once: masks beside the stereo, mask matching beside the 2D features
+and the training (which reads neither it nor the alignment unless its flags ask),
+segmentation beside rendering. A scene folder that cannot be written (e.g. a read-only
+data set) is copied to ``--work`` first.
 """
 
 from __future__ import annotations
@@ -184,8 +185,8 @@ def plan(args: argparse.Namespace, scene: Path, model: Path, train_extra: list[s
         prior = "depth_pro" if args.depth_model else "mvs"
         aligned = [scene / "alignment" / "points3D.ply"]
         reads = ["masks", "mvs"] + (["depth"] if args.depth_model else [])
-        stages.append(Stage("alignment", [py, "-m", "alignment", *s, *views, "--prior", prior],
-                            [], aligned, reads))  # fmt: skip
+        alignment = Stage("alignment", [py, "-m", "alignment", *s, *views, "--prior", prior],
+                          [], aligned, reads)  # fmt: skip
     train_cmd = [py, "train.py", *s, "-m", str(model), "--eval", *train_views]
     if args.iterations:
         it = str(args.iterations)
@@ -193,8 +194,15 @@ def plan(args: argparse.Namespace, scene: Path, model: Path, train_extra: list[s
     if n and colmap_ok:
         train_cmd.append("--sparse_view")
     train_cmd += train_extra
-    upstream = [st.name for st in stages]
+    # The alignment goes after the training in plan order (which is the order ready stages
+    # start in) unless the training reads it: the training is on the critical path.
+    aligned_first = colmap_ok and reads_for_training("alignment", train_extra)
+    if aligned_first:
+        stages.append(alignment)
+    upstream = [st.name for st in stages if reads_for_training(st.name, train_extra)]
     stages.append(Stage("train", train_cmd, [images], [model / "point_cloud"], upstream))
+    if colmap_ok and not aligned_first:
+        stages.append(alignment)
     stages.append(Stage("render", [py, "render.py", "-m", str(model), "--skip_train"], [],
                         [model / "test"], ["train"]))  # fmt: skip
     stages.append(Stage("metrics", [py, "metrics.py", "-m", str(model)], [],
@@ -208,6 +216,23 @@ def plan(args: argparse.Namespace, scene: Path, model: Path, train_extra: list[s
     else:
         skipped.append("segment: segment.py is not in this checkout yet")
     return stages, skipped
+
+
+# train.py flags that read a stage's output which the default training does not read.
+TRAIN_READS_IF = {
+    "alignment": ("--init aligned", "--init=aligned"),
+    "mask_matching": ("--lambda_mask_vis", "--feature_field", "--lambda_segment_tv"),
+}
+
+
+def reads_for_training(stage: str, train_extra: list[str]) -> bool:
+    """Whether train.py, with the flags ``train_extra``, reads the output of ``stage``:
+    every stage before it but the alignment and the mask matching, which only ``--init
+    aligned`` and the mask regularisation's flags read. So the training starts once the
+    stereo is done, beside the slow mask matching, and a new mask matching does not make
+    the model stale."""
+    flags = TRAIN_READS_IF.get(stage)
+    return flags is None or any(f in " ".join(train_extra) for f in flags)
 
 
 def shared_data_roots() -> list[Path]:

@@ -164,3 +164,26 @@ def test_ready_stages_run_side_by_side_and_a_failure_starts_nothing_new(tmp_path
     assert error.startswith("stage a failed") and "logs/a.log" in error
     # b does not need a, but nothing starts after the failure; c never runs.
     assert times == {} and not (tmp_path / "one" / "b.start").exists()
+
+
+def test_training_waits_only_for_the_stages_it_reads(tmp_path):
+    """The sparse-view training reads the stereo, not the mask matching or the alignment
+    (unless its flags ask), so it starts beside them and goes before the alignment."""
+    from argparse import Namespace
+
+    scene = tmp_path / "scene"
+    (scene / "sparse" / "0").mkdir(parents=True)
+    args = Namespace(images="images", n_views=3, split_protocol="llff", no_sam2=True,
+                     depth_model="", mvs_args="", iterations=0, segment_args="")  # fmt: skip
+
+    def train_stage(extra: list[str]) -> tuple[list[str], list[str]]:
+        stages, _ = run_scene.plan(args, scene, tmp_path / "model", extra)
+        names = [st.name for st in stages]
+        return names, next(st for st in stages if st.name == "train").upstream
+
+    names, upstream = train_stage([])
+    assert upstream == ["colmap_views", "masks", "mvs"]
+    assert names.index("train") < names.index("alignment")
+    names, upstream = train_stage(["--init", "aligned", "--lambda_mask_vis", "0.05"])
+    assert upstream == ["colmap_views", "masks", "mask_matching", "mvs", "alignment"]
+    assert names.index("alignment") < names.index("train")
