@@ -289,9 +289,9 @@ class MaskRegParams(ParamGroup):
 # are the same run (no iteration is below either). The MVS depth prior, DropGaussian and
 # the FSGS/DropGaussian optimisation settings did not beat the stereo start and stay out.
 # The binocular term (weight 0.5 at every 2nd iteration from 1000; session 14, 3 seeds on
-# the GPU) adds +0.57 dB on fern and +0.34 on scan24, every seed better, for 2.8x the
+# the GPU) adds +0.56 dB on fern and +0.34 on scan24, every seed better, for 2.8x the
 # loop time (scan24 alone on an H100: 32.9 s against 11.6 s); at every iteration it is no
-# better (+0.57 / +0.29) for 5.0x, at every 4th it gives +0.45 / +0.27 for 1.9x.
+# better (+0.58 / +0.29) for 5.0x, at every 4th it gives +0.45 / +0.27 for 1.9x.
 SPARSE_VIEW_PRESET: dict[str, Any] = {
     "init": "dense",
     "densify_until_iter": 0,

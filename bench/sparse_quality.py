@@ -15,7 +15,8 @@ Scenes are prepared folders under --data (scripts/prepare_*.py, then colmap_matc
   dense_drop      --init dense --drop_rate 0.2 --drop_schedule linear   DropGaussian as released
   dense_sched     --init dense + FSGS/DropGaussian's optimisation settings (lr decay over 10k,
                   densification to 10k at grad 0.0005, opacity lr 0.05)
-  preset          --sparse_view
+  dense_nodensify --init dense --densify_until_iter 0     the preset without the binocular term
+  preset          --sparse_view                   arguments.SPARSE_VIEW_PRESET
 Named, not run by default (they need <scene>/mask_matching/: extract_mask.py, then python -m
 mask_matching): regseg, regseg_random, preset_regseg: RegSegField's regularisation
 (scripts/sparse_benchmark.py REGSEG_FLAGS) on the SfM points, random points, the preset;
@@ -75,6 +76,8 @@ DEFAULT_VARIANTS = [
     # the sparse-view optimisation settings of FSGS / DropGaussian's release
     "dense_sched=--init,dense,--position_lr_max_steps,10000,--densify_until_iter,10000,"
     "--densify_grad_threshold,0.0005,--opacity_lr,0.05",
+    # the preset without its binocular term: what that term buys
+    "dense_nodensify=--init,dense,--densify_until_iter,0",
     "preset=--sparse_view",  # arguments.SPARSE_VIEW_PRESET
 ]
 # name -> flags; also RegSegField's regularisation on the SfM points, on random points and
