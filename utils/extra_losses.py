@@ -112,7 +112,7 @@ class ExtraLosses:
 
     def plain_step(self, iteration: int) -> bool:
         """Whether no term acts at ``iteration`` (only when ``graphable``)."""
-        return self.graphable and not (self.binocular is not None and self.binocular.due(iteration))
+        return self.graphable and not self.binocular.due(iteration)
 
     def after_step(self, iteration: int) -> None:
         """Work after the optimizer step: the feature field's mask refinement."""
