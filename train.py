@@ -241,6 +241,22 @@ def cuda_graph_blocker(speed, backend: str, pipe, opt, extra_losses, ssim_fn, op
     return next((reason for reason, failed in checks.items() if failed()), None)
 
 
+def bind_term_renders(extra_losses, gaussians, pipe, background, backend: str) -> None:
+    """Give the terms that render on their own (the binocular term's shifted view, the
+    feature field's pass) the render of the current Gaussians."""
+    if extra_losses is None:
+        return
+    if extra_losses.binocular is not None:
+        extra_losses.binocular.bind(
+            lambda cam: render(cam, gaussians, pipe, background, backend=backend, depth=False)
+        )
+    if extra_losses.feature_field is not None:
+        extra_losses.feature_field.bind(
+            gaussians,
+            lambda cam, model, feats: render_features_only(cam, model, feats, backend=backend),
+        )
+
+
 def build_graphed_step(speed, backend: str, pipe, opt, extra_losses, ssim_fn, optimizer,
                        strategy, schedule, gaussians, background,
                        drop: DropGaussian | None = None):  # fmt: skip
@@ -353,14 +369,7 @@ def training(
     train_cams = scene.getTrainCameras()
     order = torch.Generator().manual_seed(args.seed)
     reg = getattr(method, "sparse_reg", None)
-    if extra_losses is not None and extra_losses.binocular is not None:
-        extra_losses.binocular.bind(
-            lambda cam: render(cam, gaussians, pipe, background, backend=backend, depth=False)
-        )
-    if field is not None:
-        field.bind(gaussians, lambda cam, model, feats: render_features_only(
-            cam, model, feats, backend=backend
-        ))  # fmt: skip
+    bind_term_renders(extra_losses, gaussians, pipe, background, backend)
     cull_views = getattr(mask_reg, "cull_min_views", 0)
     opacity_decay = getattr(reg, "opacity_decay", 1.0)
     if opacity_decay < 1.0:

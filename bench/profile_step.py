@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import train  # noqa: E402
 from arguments import apply_sparse_view_preset  # noqa: E402
 from gaussian.optim import build_training_optimizer, means_lr_schedule, set_lr  # noqa: E402
-from gaussian_renderer import gsplat_backend, render_features_only, resolve_backend  # noqa: E402
+from gaussian_renderer import gsplat_backend, resolve_backend  # noqa: E402
 from scene import Scene  # noqa: E402
 from utils.general_utils import pick_device  # noqa: E402
 from utils.loss_utils import fast_ssim, load_fused_ssim  # noqa: E402
@@ -81,7 +81,7 @@ def main() -> int:
     field = None if extra is None else extra.feature_field
     if field is not None:  # as train.py: the field's parameter, then the optimizer
         field.add_parameter(gaussians)
-        field.bind(gaussians, lambda c, m, f: render_features_only(c, m, f, backend=backend))
+    train.bind_term_renders(extra, gaussians, pipe, bg, backend)
     optimizer = build_training_optimizer(gaussians, opt, scene.cameras_extent, method.densify)
     means_lr = means_lr_schedule(opt, scene.cameras_extent)
     state = strategy.initialize_state(gaussians)
@@ -109,7 +109,8 @@ def main() -> int:
         if it % 1000 == 0:
             gaussians.oneupSHdegree()
         cam = cams[it % len(cams)]
-        if use_graphs and it > 1:  # render, loss and backward: one phase ("render")
+        plain = extra is None or extra.plain_step(it)  # as train.py
+        if use_graphs and it > 1 and plain:  # render, loss and backward: one phase ("render")
             pkg, _, _ = graphed.step(cam)
             t = mark("render", t, phase_timing)
         else:

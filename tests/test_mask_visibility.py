@@ -161,9 +161,10 @@ def test_the_batched_counts_equal_the_reference_and_follow_a_table_refresh(devic
     assert same(views.counts(means)[0], want[0])
 
 
-def test_profile_step_runs_the_mask_visibility_term(tiny_scene, monkeypatch, capsys):  # noqa: F811
-    """bench/profile_step.py with the term on (a CPU smoke run, so that a GPU call does not
-    find it broken): the term's own phase is timed and the loop finishes."""
+def test_profile_step_runs_the_extra_terms(tiny_scene, monkeypatch, capsys):  # noqa: F811
+    """bench/profile_step.py with the mask-visibility and binocular terms on (a CPU smoke
+    run, so that a GPU call does not find it broken): the terms' phases are timed and the
+    loop finishes."""
     import sys
 
     from bench import profile_step
@@ -172,7 +173,8 @@ def test_profile_step_runs_the_mask_visibility_term(tiny_scene, monkeypatch, cap
     _write_constant_maps(tiny_scene, split["train"])
     argv = ["-s", tiny_scene, "--split_protocol", "custom", "--backend", "torch",
             "--data_device", "cpu", "--lambda_mask_vis", "0.05", "--mask_vis_from", "0",
-            "--warmup", "3", "--steps", "2", "--phases", "--rows", "2"]  # fmt: skip
+            "--lambda_binocular", "0.5", "--binocular_from", "0", "--warmup", "3", "--steps",
+            "2", "--phases", "--rows", "2"]  # fmt: skip
     monkeypatch.setattr(sys, "argv", ["profile_step.py", *argv])
     try:
         assert profile_step.main() == 0
@@ -181,5 +183,5 @@ def test_profile_step_runs_the_mask_visibility_term(tiny_scene, monkeypatch, cap
 
         shutil.rmtree(os.path.join(tiny_scene, "mask_matching"))
     out = capsys.readouterr().out
-    assert "Mask visibility: weight 0.05" in out
+    assert "Mask visibility: weight 0.05" in out and "Binocular consistency" in out
     assert "features" in out and "after_step" in out
