@@ -44,9 +44,10 @@
 #            segment-planar fill, DTU scan24 and fern, 3 views, 3 seeds, 10k iterations,
 #            JOBS (6) trainings sharing the GPU (bench/quality_probe.sh; data from
 #            scripts/prepare_gpu_data.sh: carry data_local/slim and data_local/fill)
-#   binocular  issue 13: the preset (its binocular term at every 2nd iteration) against the
-#            preset without the term and with it at every 4th, DTU scan24 and fern, 3 views,
-#            3 seeds, 10k iterations, JOBS (9) sharing the GPU (carry data_local/slim)
+#   binocular  issue 13: the preset (its binocular term: weight 0.5, shifts up to 0.05 of the
+#            median depth, every 2nd iteration) against a weight of 1.0 and shifts up to
+#            0.1 (each +0.15 dB in a 2-seed CPU proxy, session 14), DTU scan24 and fern,
+#            3 views, 3 seeds, 10k iterations, JOBS (9) sharing the GPU (carry data_local/slim)
 #   cache    save the compiled CUDA extensions to $OUT (copy into .gpu/ext_cache/)
 # Data: data_local/{lego,fern,nerd_maryrose} carried with the run (see docs/RESULTS.md).
 set -uo pipefail
@@ -119,9 +120,9 @@ REGSEG_FLAGS; print(' '.join(REGSEG_FLAGS))")
         done) JOBS=${JOBS:-6} RES=$OUT/probe_fill.txt bash bench/quality_probe.sh
       sort "$OUT/probe_fill.txt" ;;
     binocular) RUNS=$(for sc in "slim/dtu_scan24 dtu" "slim/fern llff"; do for seed in 0 1 2; do
-        echo "$sc preset_nobino $seed --sparse_view,--lambda_binocular,0"
         echo "$sc preset $seed --sparse_view"
-        echo "$sc preset_bino4 $seed --sparse_view,--binocular_every,4"; done; done) \
+        echo "$sc preset_lam1 $seed --sparse_view,--lambda_binocular,1.0"
+        echo "$sc preset_shift10 $seed --sparse_view,--binocular_shift,0.1"; done; done) \
         JOBS=${JOBS:-9} RES=$OUT/probe_binocular.txt bash bench/quality_probe.sh
       sort "$OUT/probe_binocular.txt" ;;
     cache) GPU_CACHE_MODE=save OUTDIR=$OUT . scripts/gpu_cache.sh ;;
