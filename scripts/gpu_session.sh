@@ -46,7 +46,7 @@
 #            scripts/prepare_gpu_data.sh: carry data_local/slim and data_local/fill)
 #   binocular  issue 13: the preset (its binocular term: weight 0.5, shifts up to 0.05 of the
 #            median depth, every 2nd iteration) against variants of it that gained +0.13 to
-#            +0.19 dB in 2-seed CPU proxies (session 14), DTU scan24 and fern, 3 views,
+#            +0.21 dB in 2- and 3-seed CPU proxies (session 14), DTU scan24 and fern, 3 views,
 #            3 seeds, 10k iterations, JOBS (9) sharing the GPU (carry data_local/slim);
 #            BINO_VARIANTS (default "preset preset_lam1 preset_shift10"; also preset_drop10,
 #            preset_nobino)
