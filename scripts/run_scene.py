@@ -218,7 +218,8 @@ def plan(args: argparse.Namespace, scene: Path, model: Path, train_extra: list[s
     return stages, skipped
 
 
-# train.py flags that read a stage's output which the default training does not read.
+# train.py flags that read a stage's output which the default training does not read (the
+# mask matching's: those of utils/mask_visibility.uses_maps, which needs torch to import).
 TRAIN_READS_IF = {
     "alignment": ("--init aligned", "--init=aligned"),
     "mask_matching": ("--lambda_mask_vis", "--feature_field", "--lambda_segment_tv"),

@@ -22,7 +22,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 
@@ -97,18 +97,16 @@ class ExtraLosses:
     @property
     def graphable(self) -> bool:
         """Whether the binocular term is the only term: then the iterations where it does
-        not act (``plain_step``) are plain 3DGS steps, which CUDA graphs can replay."""
-        others = (
-            self.roi_focus_after is not None,
-            self.lambda_lpdr > 0,
-            self.lambda_depth_ssi > 0,
-            self.lambda_depth_pearson > 0,
-            self.lambda_depth_l1 > 0,
-            self.mask_vis is not None,
-            self.feature_field is not None,
-            self.lambda_segment_tv > 0,
+        not act (``plain_step``) are plain 3DGS steps, which CUDA graphs can replay. Every
+        other weighted term (a ``lambda_*`` field) counts, so a term added later cannot be
+        skipped by the graphs unnoticed."""
+        weighted = any(
+            getattr(self, f.name) > 0
+            for f in fields(self)
+            if f.name.startswith("lambda_") and f.name != "lambda_binocular"
         )
-        return self.binocular is not None and not any(others)
+        others = (self.roi_focus_after, self.mask_vis, self.feature_field)
+        return self.binocular is not None and not weighted and all(o is None for o in others)
 
     def plain_step(self, iteration: int) -> bool:
         """Whether no term acts at ``iteration`` (only when ``graphable``)."""
