@@ -215,7 +215,8 @@ def test_sparse_view_preset_fills_only_unset_flags(monkeypatch):
     given = Namespace(sparse_view=True, init="sfm", iterations=1234, densify_until_iter=15000,
                       lambda_binocular=0.0, binocular_every=1)  # fmt: skip
     argv = ["--sparse_view", "--init=sfm", "--densify_until_iter", "15000",
-            "--lambda_binocular", "0", "--binocular_every=1", "--binocular_shift", "0.05"]  # fmt: skip
+            "--lambda_binocular", "0", "--binocular_every=1",
+            "--binocular_shift", "0.05"]  # fmt: skip
     assert apply_sparse_view_preset(given, argv) == []
     assert given.init == "sfm" and given.densify_until_iter == 15000  # the command line wins
     # Values may be functions of the parsed arguments (e.g. a schedule over --iterations).
