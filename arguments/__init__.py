@@ -300,7 +300,7 @@ SPARSE_VIEW_PRESET: dict[str, Any] = {
     "densify_until_iter": 0,
     "lambda_binocular": 0.5,
     "binocular_every": 2,
-    "binocular_shift": 0.1,
+    "binocular_shift": 0.2,
 }
 
 
