@@ -208,7 +208,7 @@ def test_sparse_view_preset_fills_only_unset_flags(monkeypatch):
         "--densify_until_iter 0",
         "--lambda_binocular 0.5",
         "--binocular_every 2",
-        "--binocular_shift 0.2",
+        "--binocular_shift 0.4",
     ]
     assert args.init == SPARSE_VIEW_PRESET["init"] == "dense"
     assert args.densify_until_iter == 0
