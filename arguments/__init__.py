@@ -189,6 +189,9 @@ class SparseRegParams(ParamGroup):
         "of the camera shifted sideways, warped back with the rendered depth",
         "binocular_shift": "largest sideways shift of the binocular term, as a fraction "
         "of the median depth of the initial points in the training views",
+        "binocular_axes": "direction of the binocular term's shifts: x, along the camera's "
+        "x axis (a stereo pair, as published); xy, along a random direction in the image "
+        "plane, so that vertical parallax is checked too",
         "binocular_from": "first iteration of the binocular term",
         "binocular_every": "take the binocular term at every N-th iteration from "
         "--binocular_from (1: every one, as published); the iterations between run plain "
@@ -200,13 +203,14 @@ class SparseRegParams(ParamGroup):
         "'Sparse-view preset'): sets the flags listed in arguments.SPARSE_VIEW_PRESET that "
         "the command line does not set itself",
     }
-    _choices = {"drop_schedule": ["constant", "linear"]}
+    _choices = {"drop_schedule": ["constant", "linear"], "binocular_axes": ["x", "xy"]}
 
     def __init__(self, parser: ArgumentParser, sentinel: bool = False):
         self.drop_rate = 0.0
         self.drop_schedule = "constant"
         self.lambda_binocular = 0.0
         self.binocular_shift = 0.05
+        self.binocular_axes = "x"
         self.binocular_from = 1000
         self.binocular_every = 1
         self.opacity_decay = 1.0

@@ -47,8 +47,8 @@
 #   binocular  issue 13: the preset (its binocular term: weight 0.5, shifts up to 0.4 of the
 #            median depth, every 2nd iteration) against variants of it, DTU scan24 and fern,
 #            3 views, 3 seeds, 10k iterations, JOBS (9) sharing the GPU (carry
-#            data_local/slim); BINO_VARIANTS (default "preset preset_shift60 preset_every3";
-#            also preset_lam1, preset_drop10, preset_nobino)
+#            data_local/slim); BINO_VARIANTS (default "preset preset_xy preset_shift60";
+#            also preset_every3, preset_lam1, preset_drop10, preset_nobino)
 #   cache    save the compiled CUDA extensions to $OUT (copy into .gpu/ext_cache/)
 # Data: data_local/{lego,fern,nerd_maryrose} carried with the run (see docs/RESULTS.md).
 set -uo pipefail
@@ -123,11 +123,12 @@ REGSEG_FLAGS; print(' '.join(REGSEG_FLAGS))")
     binocular) declare -A FLAGS=([preset]=--sparse_view
         [preset_every3]=--sparse_view,--binocular_every,3
         [preset_shift60]=--sparse_view,--binocular_shift,0.6
+        [preset_xy]=--sparse_view,--binocular_axes,xy
         [preset_lam1]=--sparse_view,--lambda_binocular,1.0
         [preset_drop10]=--sparse_view,--drop_rate,0.1
         [preset_nobino]=--sparse_view,--lambda_binocular,0)
       RUNS=$(for sc in "slim/dtu_scan24 dtu" "slim/fern llff"; do for seed in 0 1 2; do
-        for v in ${BINO_VARIANTS:-preset preset_shift60 preset_every3}; do
+        for v in ${BINO_VARIANTS:-preset preset_xy preset_shift60}; do
           echo "$sc $v $seed ${FLAGS[$v]}"; done; done; done) \
         JOBS=${JOBS:-9} RES=$OUT/probe_binocular.txt bash bench/quality_probe.sh
       sort "$OUT/probe_binocular.txt" ;;

@@ -42,6 +42,13 @@ def test_shifted_camera_moves_along_its_own_x_axis():
     uv2, z2 = moved.project(point[None])
     assert torch.allclose(z, z2, atol=1e-5)
     assert math.isclose(float(uv[0, 0] - uv2[0, 0]), 30 * 0.25 / 3.0, rel_tol=1e-4)
+    # Along its y axis the same way: the point moves up by fy * b / z pixels.
+    up = shifted_camera(cam, 0.0, 0.25)
+    y_axis = torch.as_tensor(cam.R[:, 1], dtype=torch.float32)
+    assert torch.allclose(up.camera_center - cam.camera_center, 0.25 * y_axis, atol=1e-6)
+    uv3, _ = up.project(point[None])
+    assert math.isclose(float(uv[0, 1] - uv3[0, 1]), 30 * 0.25 / 3.0, rel_tol=1e-4)
+    assert math.isclose(float(uv[0, 0]), float(uv3[0, 0]), abs_tol=1e-4)
 
 
 def test_warp_recovers_a_fronto_parallel_textured_plane():
@@ -69,6 +76,51 @@ def test_warp_recovers_a_fronto_parallel_textured_plane():
     assert float(loss.detach()) > 1e-2 and float(wrong.grad.sum()) < 0  # raise the depth
 
 
+def test_warp_with_a_vertical_shift_recovers_a_textured_plane():
+    """--binocular_axes xy: a shift (b_x, b_y) moves the plane's image by (fx b_x / z,
+    fy b_y / z); the warp with the true depth gives the source back."""
+    H, W, fx, fy, z, bx, by = 30, 40, 30.0, 24.0, 3.0, 0.2, 0.5  # disparities 2 and 4 px
+
+    def pattern(du, dv):
+        u = torch.arange(W, dtype=torch.float32).view(1, W) + du
+        v = torch.arange(H, dtype=torch.float32).view(H, 1) + dv
+        u, v = torch.broadcast_tensors(u, v)
+        return torch.stack([torch.sin(u / 3.0) * torch.cos(v / 4.0), v / H, u / W])
+
+    source = pattern(0.0, 0.0)
+    virtual = pattern(fx * bx / z, fy * by / z)
+    depth = torch.full((1, H, W), z)
+    warped, valid = warp_from_shifted(virtual, depth, fx, bx, fy, by)
+    # Rows whose sample v - 4 leaves the image are not valid, nor columns with u - 2 < 0.
+    assert not valid[0, :3].any() and valid[0, 5:, 3:].all()
+    inside = valid.expand_as(warped)
+    assert torch.allclose(warped[inside], source[inside], atol=1e-5)
+    # shift_y = 0 is the horizontal warp, value for value.
+    a, va = warp_from_shifted(virtual, depth, fx, bx)
+    b, vb = warp_from_shifted(virtual, depth, fx, bx, fy, 0.0)
+    assert torch.equal(a, b) and torch.equal(va, vb)
+
+
+def test_shift_directions():
+    """axes x: the draws of the published term; xy: random directions, same lengths."""
+    x = BinocularConsistency(0.3, seed=4)
+    xy = BinocularConsistency(0.3, seed=4, axes="xy")
+    rng = np.random.default_rng(4)
+    draws = [x.draw_shift() for _ in range(200)]
+    assert draws[0] == (float(rng.uniform(-0.3, 0.3)), 0.0)
+    assert all(dy == 0.0 and abs(dx) <= 0.3 for dx, dy in draws)
+    pairs = np.array([xy.draw_shift() for _ in range(200)])
+    lengths = np.hypot(pairs[:, 0], pairs[:, 1])
+    assert lengths.max() <= 0.3 + 1e-9 and np.abs(pairs[:, 1]).max() > 0.1
+    assert np.abs(pairs[:, 0]).max() > 0.1
+    try:
+        BinocularConsistency(0.3, axes="z")
+    except ValueError as exc:
+        assert "--binocular_axes" in str(exc)
+    else:
+        raise AssertionError("axes='z' was accepted")
+
+
 def test_median_view_depth():
     cam = _camera()
     points = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 2.0], [0.0, 0.0, 4.0], [0, 0, -3.0]])
@@ -86,8 +138,9 @@ def test_opacity_decay_scales_the_activated_opacity():
 def test_binocular_and_decay_train_and_change_the_run(tiny_scene, tmp_path):  # noqa: F811
     plain, bino, decay = (str(tmp_path / n) for n in ("plain", "bino", "decay"))
     assert train_script.main(common(tiny_scene, plain)) == 0
+    # xy here: the x axis alone runs in tests/test_mask_visibility.py's profiler smoke test.
     assert train_script.main(common(tiny_scene, bino) + ["--lambda_binocular", "1",
-                             "--binocular_from", "2"]) == 0  # fmt: skip
+                             "--binocular_from", "2", "--binocular_axes", "xy"]) == 0  # fmt: skip
     assert train_script.main(common(tiny_scene, decay) + ["--opacity_decay", "0.9"]) == 0
     for other in (bino, decay):
         a, b = final_ply(plain), final_ply(other)

@@ -8,6 +8,11 @@ z sees the same surface point at (u - fx * b / z, v) in the virtual view, so sam
 virtual render there must give back the training image:
 
     I_warp(u, v) = I_virtual(u - fx * b / z(u, v), v)
+
+The published method shifts along x only, as a stereo rig would. With ``axes="xy"`` the
+shift (b_x, b_y) takes a random direction in the image plane and the sample moves to
+(u - fx * b_x / z, v - fy * b_y / z): the same geometry, with vertical parallax checked
+too (views above or below the training ones).
     loss         = (1 - lambda_dssim) * |I_warp - I_gt| + lambda_dssim * (1 - SSIM)
 
 The gradient reaches the depth through the sampling position (a wrong depth samples the
@@ -34,11 +39,14 @@ import torch.nn.functional as F
 from scene.cameras import Camera
 from utils.loss_utils import fast_ssim
 
+AXES = ("x", "xy")
 
-def shifted_camera(camera, shift: float):
+
+def shifted_camera(camera, shift: float, shift_y: float = 0.0):
     """A render-only copy of ``camera`` moved by ``shift`` world units along its own x
-    axis (the camera-to-world rotation and intrinsics unchanged)."""
-    T = np.asarray(camera.T, dtype=np.float64) - np.array([shift, 0.0, 0.0])
+    axis and ``shift_y`` along its y axis (the camera-to-world rotation and intrinsics
+    unchanged)."""
+    T = np.asarray(camera.T, dtype=np.float64) - np.array([shift, shift_y, 0.0])
     return Camera(
         camera.uid, camera.image_name, camera.R, T, camera.fx, camera.fy, camera.cx,
         camera.cy, camera.image_width, camera.image_height, device=camera.device,
@@ -51,8 +59,13 @@ def warp_from_shifted(
     depth: torch.Tensor,  # [1, H, W] z-depth rendered in the source camera
     fx: float,
     shift: float,
+    fy: float | None = None,
+    shift_y: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The virtual render resampled into the source view, and where that is defined.
+
+    ``shift`` / ``shift_y``: the virtual camera's move along the source camera's x / y
+    axis (``shifted_camera``); ``fy`` defaults to ``fx``.
 
     Returns ``warped`` [C, H, W] (bilinear, differentiable in both inputs) and ``valid``
     [1, H, W] bool: positive depth and a sample position inside the virtual image.
@@ -65,7 +78,12 @@ def warp_from_shifted(
     valid = (depth > 0) & (u_virtual >= 0) & (u_virtual <= W - 1)
     # grid_sample's normalised coordinates with align_corners=True: pixel i -> 2i/(n-1) - 1
     gx = 2.0 * u_virtual / max(W - 1, 1) - 1.0
-    gy = (2.0 * v / max(H - 1, 1) - 1.0).expand_as(gx)
+    if shift_y == 0.0:
+        gy = (2.0 * v / max(H - 1, 1) - 1.0).expand_as(gx)
+    else:
+        v_virtual = v - (fx if fy is None else fy) * shift_y / z
+        valid &= (v_virtual >= 0) & (v_virtual <= H - 1)
+        gy = 2.0 * v_virtual / max(H - 1, 1) - 1.0
     grid = torch.stack([gx, gy], dim=-1)  # [1, H, W, 2]
     warped = F.grid_sample(virtual_image[None], grid, mode="bilinear", padding_mode="border",
                            align_corners=True)[0]  # fmt: skip
@@ -95,13 +113,20 @@ class BinocularConsistency:
         seed: seeds the shift draws (host generator: the shift is a host number anyway,
             the virtual camera's matrices are built from it).
         lambda_dssim: the D-SSIM weight of the term.
+        axes: ``x`` (shifts along the camera's x axis, as published) or ``xy`` (a
+            random direction in the image plane, the length still uniform in
+            [-max_shift, max_shift]).
     """
 
     def __init__(self, max_shift: float, start: int = 0, seed: int = 0,
-                 lambda_dssim: float = 0.2, every: int = 1) -> None:  # fmt: skip
+                 lambda_dssim: float = 0.2, every: int = 1,
+                 axes: str = "x") -> None:  # fmt: skip
+        if axes not in AXES:
+            raise ValueError(f"--binocular_axes {axes!r}: choose one of {AXES}")
         self.max_shift = float(max_shift)
         self.start = int(start)
         self.every = int(every)
+        self.axes = axes
         self.lambda_dssim = lambda_dssim
         self._rng = np.random.default_rng(seed)
         self._render: Callable | None = None
@@ -121,12 +146,20 @@ class BinocularConsistency:
     def active(self, iteration: int) -> bool:
         return self._render is not None and self.due(iteration)
 
+    def draw_shift(self) -> tuple[float, float]:
+        """The next virtual camera's move (x, y) in world units, along the camera's axes."""
+        length = float(self._rng.uniform(-self.max_shift, self.max_shift))
+        if self.axes == "x":
+            return length, 0.0
+        angle = float(self._rng.uniform(0.0, np.pi))
+        return length * np.cos(angle), length * np.sin(angle)
+
     def term(self, render_pkg: dict, camera) -> torch.Tensor:
-        shift = float(self._rng.uniform(-self.max_shift, self.max_shift))
-        virtual = self._render(shifted_camera(camera, shift))["render"]
+        shift, shift_y = self.draw_shift()
+        virtual = self._render(shifted_camera(camera, shift, shift_y))["render"]
         depth = render_pkg["depth"]
         has_surface = render_pkg["alpha"].detach() > 0.5
-        warped, valid = warp_from_shifted(virtual, depth, camera.fx, shift)
+        warped, valid = warp_from_shifted(virtual, depth, camera.fx, shift, camera.fy, shift_y)
         return binocular_loss(warped, valid & has_surface, camera.original_image,
                               self.lambda_dssim)  # fmt: skip
 
@@ -151,9 +184,10 @@ def build_binocular(reg, scene, seed: int = 0, lambda_dssim: float = 0.2):
     points = torch.as_tensor(scene.point_cloud.points, dtype=torch.float32)
     scale = median_view_depth(points, scene.getTrainCameras())
     every = getattr(reg, "binocular_every", 1)
+    axes = getattr(reg, "binocular_axes", "x")
     term = BinocularConsistency(reg.binocular_shift * scale, reg.binocular_from, seed,
-                                lambda_dssim, every)  # fmt: skip
+                                lambda_dssim, every, axes)  # fmt: skip
     print(f"Binocular consistency: weight {reg.lambda_binocular}, shifts up to "
-          f"{term.max_shift:.4g} (median view depth {scale:.4g}), every {every} "
-          f"iteration(s) from {term.start}")  # fmt: skip
+          f"{term.max_shift:.4g} (median view depth {scale:.4g}) along {axes}, every "
+          f"{every} iteration(s) from {term.start}")  # fmt: skip
     return term
