@@ -8,11 +8,6 @@ z sees the same surface point at (u - fx * b / z, v) in the virtual view, so sam
 virtual render there must give back the training image:
 
     I_warp(u, v) = I_virtual(u - fx * b / z(u, v), v)
-
-The published method shifts along x only, as a stereo rig would. With ``axes="xy"`` the
-shift (b_x, b_y) takes a random direction in the image plane and the sample moves to
-(u - fx * b_x / z, v - fy * b_y / z): the same geometry, with vertical parallax checked
-too (views above or below the training ones).
     loss         = (1 - lambda_dssim) * |I_warp - I_gt| + lambda_dssim * (1 - SSIM)
 
 The gradient reaches the depth through the sampling position (a wrong depth samples the
@@ -20,6 +15,11 @@ wrong colour) and the colours through the virtual render, so a surface placed at
 wrong depth, or a floater that only one training view explains, costs loss even though
 it reproduces the training image. Pixels that warp outside the virtual image, or have no
 rendered surface, take the ground truth (no loss there).
+
+The published method shifts along x only, as a stereo rig would. With ``axes="xy"`` the
+shift (b_x, b_y) takes a random direction in the image plane and the sample moves to
+(u - fx * b_x / z, v - fy * b_y / z): the same geometry, with vertical parallax checked
+too (views above or below the training ones).
 
 Shifts are drawn uniformly in [-s, s] with s = ``shift`` times the median depth of the
 initial points in the training views, so one value fits scenes of any scale: 0.05 (the
