@@ -45,9 +45,10 @@
 #            JOBS (6) trainings sharing the GPU (bench/quality_probe.sh; data from
 #            scripts/prepare_gpu_data.sh: carry data_local/slim and data_local/fill)
 #   binocular  issue 13: the preset (its binocular term: weight 0.5, shifts up to 0.4 of the
-#            median depth, every 2nd iteration) against variants of it, DTU scan24 and fern,
-#            3 views, 3 seeds, 10k iterations, JOBS (9) sharing the GPU (carry
-#            data_local/slim); BINO_VARIANTS (default "preset preset_xy preset_shift60";
+#            median depth in a random direction of the image plane, every 2nd iteration)
+#            against variants of it, DTU scan24 and fern, 3 views, 3 seeds, 10k iterations,
+#            JOBS (9) sharing the GPU (carry data_local/slim); BINO_VARIANTS (default "preset
+#            preset_x preset_shift60": shifts along x only, as published; larger shifts;
 #            also preset_every3, preset_lam1, preset_drop10, preset_nobino)
 #   cache    save the compiled CUDA extensions to $OUT (copy into .gpu/ext_cache/)
 # Data: data_local/{lego,fern,nerd_maryrose} carried with the run (see docs/RESULTS.md).
@@ -123,12 +124,12 @@ REGSEG_FLAGS; print(' '.join(REGSEG_FLAGS))")
     binocular) declare -A FLAGS=([preset]=--sparse_view
         [preset_every3]=--sparse_view,--binocular_every,3
         [preset_shift60]=--sparse_view,--binocular_shift,0.6
-        [preset_xy]=--sparse_view,--binocular_axes,xy
+        [preset_x]=--sparse_view,--binocular_axes,x
         [preset_lam1]=--sparse_view,--lambda_binocular,1.0
         [preset_drop10]=--sparse_view,--drop_rate,0.1
         [preset_nobino]=--sparse_view,--lambda_binocular,0)
       RUNS=$(for sc in "slim/dtu_scan24 dtu" "slim/fern llff"; do for seed in 0 1 2; do
-        for v in ${BINO_VARIANTS:-preset preset_xy preset_shift60}; do
+        for v in ${BINO_VARIANTS:-preset preset_x preset_shift60}; do
           echo "$sc $v $seed ${FLAGS[$v]}"; done; done; done) \
         JOBS=${JOBS:-9} RES=$OUT/probe_binocular.txt bash bench/quality_probe.sh
       sort "$OUT/probe_binocular.txt" ;;

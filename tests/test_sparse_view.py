@@ -209,6 +209,7 @@ def test_sparse_view_preset_fills_only_unset_flags(monkeypatch):
         "--lambda_binocular 0.5",
         "--binocular_every 2",
         "--binocular_shift 0.4",
+        "--binocular_axes xy",
     ]
     assert args.init == SPARSE_VIEW_PRESET["init"] == "dense"
     assert args.densify_until_iter == 0
@@ -216,7 +217,7 @@ def test_sparse_view_preset_fills_only_unset_flags(monkeypatch):
                       lambda_binocular=0.0, binocular_every=1)  # fmt: skip
     argv = ["--sparse_view", "--init=sfm", "--densify_until_iter", "15000",
             "--lambda_binocular", "0", "--binocular_every=1",
-            "--binocular_shift", "0.05"]  # fmt: skip
+            "--binocular_shift", "0.05", "--binocular_axes", "x"]  # fmt: skip
     assert apply_sparse_view_preset(given, argv) == []
     assert given.init == "sfm" and given.densify_until_iter == 15000  # the command line wins
     # Values may be functions of the parsed arguments (e.g. a schedule over --iterations).
