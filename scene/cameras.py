@@ -11,7 +11,6 @@ side by side, both precomputed on the camera's device:
 
 from __future__ import annotations
 
-import copy
 import math
 
 import numpy as np
@@ -152,25 +151,6 @@ class Camera:
             self.zfar,
         )
         cam.priors = {k: move(v) for k, v in self.priors.items()}
-        return cam
-
-    def shifted(self, dx: float, dy: float = 0.0) -> Camera:
-        """A render-only copy moved by ``dx`` / ``dy`` world units along its own x / y axis
-        (rotation and intrinsics unchanged), its matrices derived on the device from this
-        camera's: no host-to-device copy, which from pageable memory would wait for the GPU
-        (the binocular term builds one such camera per step)."""
-        cam = copy.copy(self)
-        cam.T = self.T - np.array([dx, dy, 0.0])
-        cam.original_image = cam.alpha_mask = cam.eval_mask = None
-        cam.priors = {}
-        # w2c = [R^T | T]: T moves by -(dx, dy, 0); the centre -R T by dx R[:, 0] + dy R[:, 1],
-        # the first two rows of R^T.
-        cam.viewmat = self.viewmat.clone()
-        cam.viewmat[0, 3] -= dx
-        cam.viewmat[1, 3] -= dy
-        cam.camera_center = self.camera_center + dx * self.viewmat[0, :3] + dy * self.viewmat[1, :3]
-        cam.world_view_transform = cam.viewmat.T.contiguous()
-        cam.full_proj_transform = cam.world_view_transform @ self.projection_matrix
         return cam
 
     def project(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

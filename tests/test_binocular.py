@@ -51,23 +51,6 @@ def test_shifted_camera_moves_along_its_own_x_axis():
     assert math.isclose(float(uv[0, 0]), float(uv3[0, 0]), abs_tol=1e-4)
 
 
-def test_shifted_camera_matches_a_camera_built_at_the_moved_pose():
-    """``Camera.shifted`` derives its matrices on the device; they equal those of a camera
-    constructed from the moved pose on the host."""
-    R = torch.linalg.matrix_exp(torch.tensor([[0, -0.3, 0.1], [0.3, 0, -0.2], [-0.1, 0.2, 0]]))
-    cam = Camera(0, "a.png", R.double().numpy(), np.array([0.5, -1.0, 2.0]), 30, 31, 20, 15,
-                 40, 30, image=torch.rand(3, 30, 40))  # fmt: skip
-    moved = cam.shifted(0.25, -0.1)
-    built = Camera(0, "a.png", cam.R, cam.T - np.array([0.25, -0.1, 0.0]), 30, 31, 20, 15,
-                   40, 30)  # fmt: skip
-    for name in ("viewmat", "K", "camera_center", "world_view_transform",
-                 "projection_matrix", "full_proj_transform"):  # fmt: skip
-        assert torch.allclose(getattr(moved, name), getattr(built, name), atol=1e-6), name
-    assert np.allclose(moved.T, built.T) and moved.original_image is None
-    source = Camera(0, "a.png", cam.R, cam.T, 30, 31, 20, 15, 40, 30)
-    assert torch.equal(cam.viewmat, source.viewmat)  # the source is left as it was
-
-
 def test_warp_recovers_a_fronto_parallel_textured_plane():
     """A plane at depth z seen by the camera shifted by b is the source image moved by
     fx b / z pixels; warping it back with the true depth gives the source image."""

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from scene.cameras import Camera
 from utils.loss_utils import fast_ssim
 
 AXES = ("x", "xy")
@@ -45,8 +46,13 @@ AXES = ("x", "xy")
 def shifted_camera(camera, shift: float, shift_y: float = 0.0):
     """A render-only copy of ``camera`` moved by ``shift`` world units along its own x
     axis and ``shift_y`` along its y axis (the camera-to-world rotation and intrinsics
-    unchanged): ``Camera.shifted``."""
-    return camera.shifted(shift, shift_y)
+    unchanged)."""
+    T = np.asarray(camera.T, dtype=np.float64) - np.array([shift, shift_y, 0.0])
+    return Camera(
+        camera.uid, camera.image_name, camera.R, T, camera.fx, camera.fy, camera.cx,
+        camera.cy, camera.image_width, camera.image_height, device=camera.device,
+        znear=camera.znear, zfar=camera.zfar,
+    )  # fmt: skip
 
 
 def warp_from_shifted(
