@@ -37,6 +37,8 @@
 #            CPU, the GPU machine has no pycolmap), alone on the GPU: issue 17's < 3 min
 #   pose_opt the preset on data_local/slim/dtu_scan24 (3 views), then render.py
 #            --test_pose_opt 500 on its 25 test views, timed alone: issue 15's < 30 s
+#   preset_time  issue 13's time per scene: bench/preset_time.sh (the stereo process, then
+#            train.py --sparse_view, each alone, on data_local/slim's fern and dtu_scan24)
 #   seg_speed  bench/segmentation_speed.py (KMeans, region growing, distillation)
 #   standin  issue 15: bench/alignment_standin.sh (stand-in prior, corruption, alignment,
 #            SfM points against the aligned cloud; carry data_local/standin)
@@ -111,6 +113,7 @@ REGSEG_FLAGS; print(' '.join(REGSEG_FLAGS))")
       --n_views 12 --split_protocol llff --iterations 10000 --done colmap_views
       tar czf "$OUT/maryrose_runscene.tgz" -C output maryrose/logs maryrose/results.json \
         maryrose/segments/segmentation.json ;;
+    preset_time) bash bench/preset_time.sh data_local/slim cuda | tee "$OUT/preset_time.md" ;;
     pose_opt) python3 train.py -s data_local/slim/dtu_scan24 -m output/dtu_preset --eval \
       --n_views 3 --split_protocol dtu --sparse_view --iterations 10000 --test_iterations 10000 \
       --save_iterations 10000 --quiet
