@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Issue 13's time per scene: the stereo stage's whole process (python -m mvs), then
-# train.py --sparse_view (10k iterations, 3 views; ITERS to change), each alone on the machine, per scene.
+# train.py --sparse_view (10k iterations, 3 views; ITERS to change), each alone on the
+# machine, per scene.
 # Prints a markdown table (process wall-clock seconds; train.py's own loop time).
 #
 #   bash bench/preset_time.sh [DATA (default data_local/slim)] [DEVICE (default cuda)]
@@ -24,10 +25,12 @@ for scene_protocol in "fern llff" "dtu_scan24 dtu"; do
   t_mvs=$( { time python3 -m mvs -s "$scene" --n_views 3 --split_protocol "$2" \
     --device "$DEVICE" --overwrite --quiet > "$OUTDIR/$1_mvs.log" 2>&1; } 2>&1 )
   t_train=$( { time python3 train.py -s "$scene" -m "$OUTDIR/$1" --eval --n_views 3 \
-    --split_protocol "$2" --iterations "$ITERS" --test_iterations "$ITERS" --save_iterations "$ITERS" \
-    --seed 0 --quiet --sparse_view > "$OUTDIR/$1_train.log" 2>&1; } 2>&1 )
+    --split_protocol "$2" --iterations "$ITERS" --test_iterations "$ITERS" \
+    --save_iterations "$ITERS" --seed 0 --quiet --sparse_view \
+    > "$OUTDIR/$1_train.log" 2>&1; } 2>&1 )
   loop=$(grep -o 'iterations in [0-9.]* s' "$OUTDIR/$1_train.log" | awk '{print $3}')
-  psnr=$(grep -o 'Evaluating test: L1 [0-9.e-]* PSNR [0-9.]*' "$OUTDIR/$1_train.log" | awk '{print $NF}')
+  psnr=$(grep -o 'Evaluating test: L1 [0-9.e-]* PSNR [0-9.]*' "$OUTDIR/$1_train.log" |
+    awk '{print $NF}')
   total=$(python3 -c "print(f'{$t_mvs + $t_train:.1f}')")
   echo "| $1 | $t_mvs | $t_train | $total | $loop | ${psnr:0:5} |"
 done
