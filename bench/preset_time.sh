@@ -13,6 +13,7 @@ set -uo pipefail
 DATA=${1:-data_local/slim}
 DEVICE=${2:-cuda}
 ITERS=${ITERS:-10000}  # fewer only to try the script out
+PRESET_FLAGS=${PRESET_FLAGS:-}  # flags added after --sparse_view, e.g. a variant of it
 OUTDIR=output/preset_time
 mkdir -p "$OUTDIR"
 TIMEFORMAT=%R
@@ -26,7 +27,7 @@ for scene_protocol in "fern llff" "dtu_scan24 dtu"; do
     --device "$DEVICE" --overwrite --quiet > "$OUTDIR/$1_mvs.log" 2>&1; } 2>&1 )
   t_train=$( { time python3 train.py -s "$scene" -m "$OUTDIR/$1" --eval --n_views 3 \
     --split_protocol "$2" --iterations "$ITERS" --test_iterations "$ITERS" \
-    --save_iterations "$ITERS" --seed 0 --quiet --sparse_view \
+    --save_iterations "$ITERS" --seed 0 --quiet --sparse_view $PRESET_FLAGS \
     > "$OUTDIR/$1_train.log" 2>&1; } 2>&1 )
   loop=$(grep -o 'iterations in [0-9.]* s' "$OUTDIR/$1_train.log" | awk '{print $3}')
   psnr=$(grep -o 'Evaluating test: L1 [0-9.e-]* PSNR [0-9.]*' "$OUTDIR/$1_train.log" |

@@ -46,15 +46,14 @@
 #            segment-planar fill, DTU scan24 and fern, 3 views, 3 seeds, 10k iterations,
 #            JOBS (6) trainings sharing the GPU (bench/quality_probe.sh; data from
 #            scripts/prepare_gpu_data.sh: carry data_local/slim and data_local/fill)
-#   binocular  issue 13: the preset (its binocular term: weight 0.5, shifts up to 0.4 of the
-#            median depth in a random direction of the image plane, every 2nd iteration)
-#            against variants of it, DTU scan24 and fern, 3 views, 3 seeds, 10k iterations,
-#            JOBS (9) sharing the GPU (carry data_local/slim); BINO_VARIANTS (default "preset
-#            preset_x preset_shift60": shifts along x only, as published; larger shifts;
-#            also preset_every3, preset_lam1, preset_drop10, preset_nobino, and with densification
-#            without the opacity reset: preset_dens5k, preset_decay5k and preset_decay10k, the
-#            last two with Binocular3DGS's opacity decay 0.995); BINO_SCENES (default
-#            "slim/dtu_scan24:dtu slim/fern:llff")
+#   binocular  issue 13: the preset against variants of it, DTU scan24 and fern, 3 views,
+#            3 seeds, 10k iterations, JOBS (9) sharing the GPU (carry data_local/slim);
+#            BINO_VARIANTS (default "preset preset_x preset_shift60": binocular shifts along
+#            x only, as published; larger shifts; also preset_every3, preset_lam1,
+#            preset_drop10, preset_nobino; preset_s16: session 16's preset, no densification
+#            and no decay; preset_nodecay: densification without the decay; preset_decay10k:
+#            both until 10k; preset_int200: densification every 200 iterations); BINO_SCENES
+#            (default "slim/dtu_scan24:dtu slim/fern:llff")
 #   cache    save the compiled CUDA extensions to $OUT (copy into .gpu/ext_cache/)
 # Data: data_local/{lego,fern,nerd_maryrose} carried with the run (see docs/RESULTS.md).
 set -uo pipefail
@@ -127,17 +126,17 @@ REGSEG_FLAGS; print(' '.join(REGSEG_FLAGS))")
         "fill/fern llff"; do for seed in 0 1 2; do echo "$sc preset $seed --sparse_view"; done
         done) JOBS=${JOBS:-6} RES=$OUT/probe_fill.txt bash bench/quality_probe.sh
       sort "$OUT/probe_fill.txt" ;;
-    binocular) NORESET=--sparse_view,--opacity_reset_interval,100000
-      declare -A FLAGS=([preset]=--sparse_view
+    binocular) declare -A FLAGS=([preset]=--sparse_view
         [preset_every3]=--sparse_view,--binocular_every,3
         [preset_shift60]=--sparse_view,--binocular_shift,0.6
         [preset_x]=--sparse_view,--binocular_axes,x
         [preset_lam1]=--sparse_view,--lambda_binocular,1.0
         [preset_drop10]=--sparse_view,--drop_rate,0.1
         [preset_nobino]=--sparse_view,--lambda_binocular,0
-        [preset_dens5k]=$NORESET,--densify_until_iter,5000
-        [preset_decay5k]=$NORESET,--densify_until_iter,5000,--opacity_decay,0.995
-        [preset_decay10k]=$NORESET,--densify_until_iter,10000,--opacity_decay,0.995)
+        [preset_s16]=--sparse_view,--densify_until_iter,0,--opacity_decay,1
+        [preset_nodecay]=--sparse_view,--opacity_decay,1
+        [preset_decay10k]=--sparse_view,--densify_until_iter,10000
+        [preset_int200]=--sparse_view,--densification_interval,200)
       RUNS=$(for sc in ${BINO_SCENES:-slim/dtu_scan24:dtu slim/fern:llff}; do for seed in 0 1 2; do
         for v in ${BINO_VARIANTS:-preset preset_x preset_shift60}; do
           echo "${sc/:/ } $v $seed ${FLAGS[$v]}"; done; done; done) \

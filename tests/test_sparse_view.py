@@ -205,14 +205,16 @@ def test_sparse_view_preset_fills_only_unset_flags(monkeypatch):
                      lambda_binocular=0.0, binocular_every=1)  # fmt: skip
     assert apply_sparse_view_preset(args, ["--sparse_view"]) == [
         "--init dense",
-        "--densify_until_iter 0",
+        "--densify_until_iter 5000",
+        "--opacity_reset_interval 100000",
+        "--opacity_decay 0.995",
         "--lambda_binocular 0.5",
         "--binocular_every 2",
         "--binocular_shift 0.4",
         "--binocular_axes xy",
     ]
     assert args.init == SPARSE_VIEW_PRESET["init"] == "dense"
-    assert args.densify_until_iter == 0
+    assert args.densify_until_iter == 5000 and args.opacity_reset_interval == 100_000
     given = Namespace(sparse_view=True, init="sfm", iterations=1234, densify_until_iter=15000,
                       lambda_binocular=0.0, binocular_every=1)  # fmt: skip
     argv = ["--sparse_view", "--init=sfm", "--densify_until_iter", "15000",
@@ -231,7 +233,7 @@ def test_sparse_view_preset_fills_only_unset_flags(monkeypatch):
 
 
 def test_densify_until_0_keeps_the_initial_set_and_equals_1(tiny_scene, tmp_path):
-    """The preset's --densify_until_iter 0: no clone, split, prune or opacity reset (the set
+    """--densify_until_iter 0 (the preset of sessions 7 to 16): no clone, split, prune or opacity reset (the set
     keeps its initial size), the same run as the measured 1."""
     runs = {}
     for until in ("0", "1"):
