@@ -291,8 +291,9 @@ class MaskRegParams(ParamGroup):
 # points alone keep 21.1 dB (+4.3 over the stereo start with densification, +7.0 over
 # vanilla), on DTU scan24 15.8 against 15.5 and 11.9 (2 seeds). Densifying without the
 # reset is as good on fern (21.2) but worse on scan24 (14.4), so sessions 7 to 16 did not
-# densify (--densify_until_iter 0) until the opacity decay below. The MVS depth prior, DropGaussian and
-# the FSGS/DropGaussian optimisation settings did not beat the stereo start and stay out.
+# densify (--densify_until_iter 0) until the opacity decay below. The MVS depth prior,
+# DropGaussian and the FSGS/DropGaussian optimisation settings did not beat the stereo start
+# and stay out.
 # The binocular term (weight 0.5 at every 2nd iteration from 1000; session 14, 3 seeds on
 # the GPU) adds +0.56 dB on fern and +0.34 on scan24, every seed better, for 2.8x the
 # loop time (scan24 alone on an H100: 32.9 s against 11.6 s); at every iteration it is no

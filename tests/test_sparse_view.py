@@ -218,6 +218,7 @@ def test_sparse_view_preset_fills_only_unset_flags(monkeypatch):
     given = Namespace(sparse_view=True, init="sfm", iterations=1234, densify_until_iter=15000,
                       lambda_binocular=0.0, binocular_every=1)  # fmt: skip
     argv = ["--sparse_view", "--init=sfm", "--densify_until_iter", "15000",
+            "--opacity_reset_interval", "3000", "--opacity_decay", "1",
             "--lambda_binocular", "0", "--binocular_every=1",
             "--binocular_shift", "0.05", "--binocular_axes", "x"]  # fmt: skip
     assert apply_sparse_view_preset(given, argv) == []
@@ -233,8 +234,8 @@ def test_sparse_view_preset_fills_only_unset_flags(monkeypatch):
 
 
 def test_densify_until_0_keeps_the_initial_set_and_equals_1(tiny_scene, tmp_path):
-    """--densify_until_iter 0 (the preset of sessions 7 to 16): no clone, split, prune or opacity reset (the set
-    keeps its initial size), the same run as the measured 1."""
+    """--densify_until_iter 0 (the preset of sessions 7 to 16): no clone, split, prune or
+    opacity reset (the set keeps its initial size), the same run as the measured 1."""
     runs = {}
     for until in ("0", "1"):
         model = str(tmp_path / until)
