@@ -34,7 +34,8 @@
 #   field_speed  bench/feature_field_speed.py: a feature-field step part by part (864x864;
 #            FIELD_ARGS: e.g. "--n 65000 --size 384 --codes 40", DTU scan24's size)
 #   maryrose run_scene.sh on data_local/maryrose_gpu (12 views; colmap_12views made on the
-#            CPU, the GPU machine has no pycolmap), alone on the GPU: issue 17's < 3 min
+#            CPU, the GPU machine has no pycolmap), alone on the GPU: issue 17's < 3 min;
+#            MARYROSE_ARGS: segment.py flags, e.g. "--k 2 --eval" (issue 16's scores)
 #   pose_opt the preset on data_local/slim/dtu_scan24 (3 views), then render.py
 #            --test_pose_opt 500 on its 25 test views, timed alone: issue 15's < 30 s
 #   preset_time  issue 13's time per scene: bench/preset_time.sh (the stereo process, then
@@ -112,7 +113,8 @@ print(f'import torch + CUDA context: {time.time() - t:.2f} s')" ;;
 REGSEG_FLAGS; print(' '.join(REGSEG_FLAGS))")
       python3 bench/profile_step.py $B --compare_graphs --rows 10 ;;
     maryrose) time bash scripts/run_scene.sh data_local/maryrose_gpu -m output/maryrose \
-      --n_views 12 --split_protocol llff --iterations 10000 --done colmap_views
+      --n_views 12 --split_protocol llff --iterations 10000 --done colmap_views \
+      ${MARYROSE_ARGS:+--segment_args "$MARYROSE_ARGS"}
       tar czf "$OUT/maryrose_runscene.tgz" -C output maryrose/logs maryrose/results.json \
         maryrose/segments/segmentation.json ;;
     preset_time) bash bench/preset_time.sh data_local/slim cuda | tee "$OUT/preset_time.md" ;;
