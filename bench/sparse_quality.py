@@ -15,7 +15,7 @@ Scenes are prepared folders under --data (scripts/prepare_*.py, then colmap_matc
   dense_drop      --init dense --drop_rate 0.2 --drop_schedule linear   DropGaussian as released
   dense_sched     --init dense + FSGS/DropGaussian's optimisation settings (lr decay over 10k,
                   densification to 10k at grad 0.0005, opacity lr 0.05)
-  dense_nodensify --init dense --densify_until_iter 0     the preset without the binocular term
+  dense_nodensify --init dense --densify_until_iter 0     the preset of sessions 7 to 13
   preset          --sparse_view                   arguments.SPARSE_VIEW_PRESET
 Named, not run by default (they need <scene>/mask_matching/: extract_mask.py, then python -m
 mask_matching): regseg, regseg_random, preset_regseg: RegSegField's regularisation

@@ -49,12 +49,12 @@
 #            scripts/prepare_gpu_data.sh: carry data_local/slim and data_local/fill)
 #   binocular  issue 13: the preset against variants of it, DTU scan24 and fern, 3 views,
 #            3 seeds, 10k iterations, JOBS (9) sharing the GPU (carry data_local/slim);
-#            BINO_VARIANTS (default "preset preset_x preset_shift60": binocular shifts along
-#            x only, as published; larger shifts; also preset_every3, preset_lam1,
-#            preset_drop10, preset_nobino; preset_s16: session 16's preset, no densification
-#            and no decay; preset_nodecay: densification without the decay; preset_decay10k:
-#            both until 10k; preset_int200: densification every 200 iterations); BINO_SCENES
-#            (default "slim/dtu_scan24:dtu slim/fern:llff")
+#            BINO_VARIANTS (default "preset preset_s16"): preset_s16 is session 16's preset
+#            (no densification, no decay); preset_nodecay densifies without the decay;
+#            preset_decay10k densifies and decays until 10k; preset_int200 densifies every
+#            200 iterations; preset_x shifts along x only, as published; preset_shift60
+#            shifts further; also preset_every3, preset_lam1, preset_drop10, preset_nobino.
+#            BINO_SCENES (default "slim/dtu_scan24:dtu slim/fern:llff")
 #   cache    save the compiled CUDA extensions to $OUT (copy into .gpu/ext_cache/)
 # Data: data_local/{lego,fern,nerd_maryrose} carried with the run (see docs/RESULTS.md).
 set -uo pipefail
@@ -140,7 +140,7 @@ REGSEG_FLAGS; print(' '.join(REGSEG_FLAGS))")
         [preset_decay10k]=--sparse_view,--densify_until_iter,10000
         [preset_int200]=--sparse_view,--densification_interval,200)
       RUNS=$(for sc in ${BINO_SCENES:-slim/dtu_scan24:dtu slim/fern:llff}; do for seed in 0 1 2; do
-        for v in ${BINO_VARIANTS:-preset preset_x preset_shift60}; do
+        for v in ${BINO_VARIANTS:-preset preset_s16}; do
           echo "${sc/:/ } $v $seed ${FLAGS[$v]}"; done; done; done) \
         JOBS=${JOBS:-9} RES=$OUT/probe_binocular.txt bash bench/quality_probe.sh
       sort "$OUT/probe_binocular.txt" ;;
